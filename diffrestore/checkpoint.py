@@ -1,0 +1,79 @@
+"""Checkpoint layout shared by training, conversion and enhancement.
+
+A diffrestore run directory (a training workdir, or the output of `diffrestore convert`):
+
+    DIR/config.json            the full config (ml_collections JSON)
+    DIR/checkpoints/<step>/    Orbax CheckpointManager steps with items
+        params                 trained parameters (Flax "params" collection)
+        ema_params             their exponential moving average (used for enhancement)
+        opt_state              optimizer state (training runs only)
+
+All processes of a multi-host job call save/restore (Orbax coordinates the writes).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import orbax.checkpoint as ocp
+
+from diffrestore import config as config_lib
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def is_run_dir(path) -> bool:
+    p = pathlib.Path(path)
+    return (p / CONFIG_FILE).is_file() and (p / CHECKPOINT_DIR).is_dir()
+
+
+def make_manager(run_dir, *, max_to_keep=None, keep_period=None, save_interval_steps=1, enable_async=True):
+    """An Orbax CheckpointManager over DIR/checkpoints."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        keep_period=keep_period,
+        save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=enable_async,
+        create=True,
+    )
+    directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_DIR
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def write_config(run_dir, config) -> None:
+    """Writes DIR/config.json atomically (temporary file, then rename)."""
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(config_lib.to_json(config))
+    tmp.replace(run_dir / CONFIG_FILE)
+
+
+def read_config(run_dir):
+    path = pathlib.Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json, so {run_dir} is not a diffrestore run directory")
+    return config_lib.from_json(path.read_text())
+
+
+def save_parameters(run_dir, config, params, ema_params, step: int = 0) -> None:
+    """Writes a run directory holding only parameters (what `diffrestore convert` produces)."""
+    write_config(run_dir, config)
+    with make_manager(run_dir, enable_async=False) as manager:
+        manager.save(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), ema_params=ocp.args.StandardSave(ema_params)),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+
+def restore_ema_params(run_dir, step: int | None = None):
+    """Loads (config, EMA parameters, step) of the latest (or given) step of a run directory."""
+    config = read_config(run_dir)
+    with make_manager(run_dir, enable_async=False) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{run_dir}/{CHECKPOINT_DIR}: no checkpoint step found")
+        restored = manager.restore(step, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore()))
+    return config, restored["ema_params"], step

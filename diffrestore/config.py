@@ -1,0 +1,163 @@
+"""The configuration schema and the builders that turn a config into objects.
+
+A config is an `ml_collections.ConfigDict` with the groups of score_sde:
+
+* `model`: backbone name and its constructor arguments, output rules (loss_type, c_in, ...),
+  loss weighting, t_eps, compute dtype.
+* `sde`: name ("ouve", "ouvp", "sbve", "sbvp") and its parameters.
+* `data`: STFT and spectrogram compression, sample rate, crop length, dataset location.
+* `sampling`: default sampler for enhancement and validation.
+* `training`, `optim`: the training loop (see `diffrestore.train`).
+
+`configs/*.py` files start from `default_config()` and change what their recipe needs.
+"""
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import ml_collections
+
+from diffrestore.audio.transforms import SpectrogramConfig
+from diffrestore.score import OutputSpec
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """SGMSE+ on 16 kHz speech, as the reference trains it by default."""
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "ncsnpp"
+    # Constructor arguments of the backbone (only those that differ from its defaults are needed).
+    c.model.backbone_kwargs = ml_collections.ConfigDict(
+        {"nf": 128, "ch_mult": (1, 1, 2, 2, 2, 2, 2), "num_res_blocks": 2, "attn_resolutions": (16,), "centered": True}
+    )
+    c.model.loss_type = "score_matching"
+    c.model.loss_weighting = "sigma^2"
+    c.model.network_scaling = ""
+    c.model.c_in = "1"
+    c.model.c_out = "1"
+    c.model.c_skip = "0"
+    c.model.sigma_data = 0.1
+    c.model.l1_weight = 0.001
+    c.model.t_eps = 0.03
+    c.model.dtype = "float32"  # compute dtype of convolutions/matmuls: float32 or bfloat16
+
+    c.sde = ml_collections.ConfigDict()
+    c.sde.name = "ouve"
+    c.sde.theta = 1.5
+    c.sde.sigma_min = 0.05
+    c.sde.sigma_max = 0.5
+    c.sde.k = 2.6
+    c.sde.c = 0.4
+    c.sde.eps = 1e-8
+    c.sde.beta_min = 0.01
+    c.sde.beta_max = 1.0
+    c.sde.stiffness = 1.0
+    c.sde.beta_0 = 0.01
+    c.sde.beta_1 = 20.0
+    c.sde.N = 30
+
+    c.data = ml_collections.ConfigDict()
+    c.data.sample_rate = 16000
+    c.data.n_fft = 510
+    c.data.hop_length = 128
+    c.data.window = "hann"
+    c.data.spec_factor = 0.15
+    c.data.spec_abs_exponent = 0.5
+    c.data.transform_type = "exponent"
+    c.data.num_frames = 256
+    c.data.normalize = "noisy"
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.sampler = "pc"
+    c.sampling.predictor = "reverse_diffusion"
+    c.sampling.corrector = "ald"
+    c.sampling.corrector_steps = 1
+    c.sampling.snr = 0.5
+    c.sampling.num_steps = 30
+    c.sampling.pad_mode = "zero"  # frame padding to a multiple of 64: zero / reflection
+    return c
+
+
+def spectrogram_config(config) -> SpectrogramConfig:
+    d = config.data
+    return SpectrogramConfig(
+        sample_rate=int(d.sample_rate), n_fft=int(d.n_fft), hop_length=int(d.hop_length),
+        spec_factor=float(d.spec_factor), spec_abs_exponent=float(d.spec_abs_exponent),
+        transform_type=str(d.transform_type), window=str(d.window),
+    )
+
+
+def build_sde(config):
+    from diffrestore.sde import get_sde
+
+    return get_sde(config.sde.name, **config.sde.to_dict())
+
+
+def output_spec(config) -> OutputSpec:
+    m = config.model
+    return OutputSpec(
+        backbone=m.backbone, loss_type=m.loss_type, network_scaling=m.network_scaling or "",
+        c_in=str(m.c_in), c_out=str(m.c_out), c_skip=str(m.c_skip), sigma_data=float(m.sigma_data),
+    )
+
+
+def compute_dtype(config):
+    names = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+    try:
+        return names[config.model.dtype]
+    except KeyError:
+        raise ValueError(f"model.dtype must be one of {sorted(names)}, not {config.model.dtype!r}") from None
+
+
+def build_backbone(config):
+    """The Flax backbone module of a config."""
+    from diffrestore.models import build_backbone as _build
+
+    kwargs = dict(config.model.backbone_kwargs.to_dict())
+    return _build(config.model.backbone, dtype=compute_dtype(config), **kwargs)
+
+
+def build_model_fn(config, module=None):
+    """`model_fn(params, x_t, y, t, train=False, rngs=None)` -> score or x̂ (see `diffrestore.score`)."""
+    from diffrestore.score import make_model_fn
+
+    module = module if module is not None else build_backbone(config)
+
+    def apply_fn(params, x, y, t, train=False, rngs=None):
+        return module.apply({"params": params}, x, y, t, train=train, rngs=rngs)
+
+    return make_model_fn(apply_fn, build_sde(config), output_spec(config))
+
+
+def to_json(config) -> str:
+    return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Rebuilds a config saved with `to_json`, on top of the defaults (so old files still load)."""
+    loaded = json.loads(text)
+    base = default_config()
+
+    def merge(dst, src):
+        for key, value in src.items():
+            if isinstance(value, dict) and key in dst and isinstance(dst[key], ml_collections.ConfigDict):
+                if key == "backbone_kwargs":
+                    dst[key] = ml_collections.ConfigDict(_tuplify(value))
+                else:
+                    merge(dst[key], value)
+            else:
+                with dst.unlocked():
+                    dst[key] = _tuplify(value)
+
+    merge(base, loaded)
+    return base
+
+
+def _tuplify(value):
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuplify(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,25 @@
+"""Forward SDEs of score-based speech enhancement and Schrödinger bridges."""
+from diffrestore.sde.base import complex_normal, batch_view
+from diffrestore.sde.ou import OUVESDE, OUVPSDE
+from diffrestore.sde.bridge import SBVESDE, SBVPSDE
+
+SDES = {"ouve": OUVESDE, "ouvp": OUVPSDE, "sbve": SBVESDE, "sbvp": SBVPSDE}
+
+
+def get_sde(name: str, **kwargs):
+    """Builds an SDE by its reference name ('ouve', 'ouvp', 'sbve', 'sbvp').
+
+    Keyword arguments the SDE does not take are ignored, so a flat hyper-parameter
+    dict can be passed (like the reference's `**ignored_kwargs`).
+    """
+    import dataclasses
+
+    try:
+        cls = SDES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown SDE {name!r}; choose from {sorted(SDES)}") from None
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in kwargs.items() if k in fields})
+
+
+__all__ = ["OUVESDE", "OUVPSDE", "SBVESDE", "SBVPSDE", "SDES", "get_sde", "complex_normal", "batch_view"]
