@@ -92,7 +92,8 @@ def spectrogram_config(config) -> SpectrogramConfig:
 def build_sde(config):
     from diffrestore.sde import get_sde
 
-    return get_sde(config.sde.name, **config.sde.to_dict())
+    params = {k: v for k, v in config.sde.to_dict().items() if k != "name"}
+    return get_sde(config.sde.name, **params)
 
 
 def output_spec(config) -> OutputSpec:

@@ -131,6 +131,7 @@ class Enhancer:
         predictor: str = "reverse_diffusion",
         seed: int = 0,
         batch_size: int = 4,
+        example_ids: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Enhances a list of 1-D waveforms.
 
@@ -140,8 +141,10 @@ class Enhancer:
           sampler: "pc" (default for score models), "ode_euler", "ode_heun", "ode_adaptive",
             "sb_ode" (default for bridge models), "sb_sde".
           num_steps: reverse steps N; corrector, snr, corrector_steps, predictor: PC options.
-          seed: signal i uses the key fold_in(key(seed), i), whatever it is batched with.
+          seed: signal i uses the key fold_in(key(seed), example_ids[i]) (default ids 0, 1, ...),
+            whatever it is batched with.
           batch_size: signals per compiled batch.
+          example_ids: stable ids for the keys (e.g. a hash of the file name), non-negative.
 
         Returns:
           Enhanced 1-D float32 arrays, each as long as its input.
@@ -151,6 +154,9 @@ class Enhancer:
         model_rate = self.spectrogram.sample_rate
         rate = model_rate if sample_rate is None else int(sample_rate)
         prepared = [self._prepare(i, w, rate, model_rate) for i, w in enumerate(waves)]
+        ids = list(range(len(waves))) if example_ids is None else [int(i) for i in example_ids]
+        if len(ids) != len(waves):
+            raise ValueError(f"{len(ids)} example_ids for {len(waves)} signals")
 
         # Bucket by padded frame count: one compiled program per bucket.
         buckets: dict[int, list[int]] = {}
@@ -160,7 +166,7 @@ class Enhancer:
         for frames, members in sorted(buckets.items()):
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
-                self._enhance_batch(chunk, prepared, frames, batch_size, seed, sampler, num_steps, options, outputs)
+                self._enhance_batch(chunk, prepared, frames, batch_size, seed, ids, sampler, num_steps, options, outputs)
         return [self._finish(out, len(w), rate, model_rate) for out, w in zip(outputs, waves)]
 
     def _prepare(self, index, wave, rate, model_rate):
@@ -181,7 +187,7 @@ class Enhancer:
         padded = math.ceil(frames / FRAME_MULTIPLE) * FRAME_MULTIPLE
         return wave / peak, peak, padded
 
-    def _enhance_batch(self, chunk, prepared, frames, batch_size, seed, sampler, num_steps, options, outputs):
+    def _enhance_batch(self, chunk, prepared, frames, batch_size, seed, ids, sampler, num_steps, options, outputs):
         specs = []
         for i in chunk:
             wave, _, _ = prepared[i]
@@ -190,8 +196,8 @@ class Enhancer:
         # Fill the batch to a fixed size so every batch of a bucket reuses one program.
         filler = [jnp.zeros_like(specs[0])] * (batch_size - len(specs))
         y = jnp.stack(specs + filler)[:, None]
-        # Keys: signal i always gets fold_in(key(seed), i); the filler rows get unused keys.
-        keys_index = list(chunk) + [len(outputs) + k for k in range(len(filler))]
+        # Keys: signal i always gets fold_in(key(seed), ids[i]); filler rows reuse id 0 (discarded).
+        keys_index = [ids[i] for i in chunk] + [0] * len(filler)
         x, _ = self._sample_rows(y, keys_index, seed, sampler, num_steps, options)
         for row, i in enumerate(chunk):
             wave, peak, _ = prepared[i]
@@ -200,7 +206,7 @@ class Enhancer:
     def _sample_rows(self, y, keys_index, seed, sampler, num_steps, options):
         program = self._sampler_program(sampler, tuple(sorted(options.items())))
         base = jax.random.key(seed)
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(keys_index))
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(keys_index, jnp.uint32))
         x, nfe = program(self.params, y, keys, jnp.int32(num_steps))
         return x, int(nfe)
 

@@ -1,0 +1,140 @@
+"""Import checkpoints of the PyTorch SGMSE code (sp-uhh/sgmse) into diffrestore.
+
+A Lightning `.ckpt` of sgmse holds the network weights (`state_dict`, keys `dnn.*`), their
+EMA (`ema.shadow_params`, a list in `dnn.parameters()` order — the reference evaluates with
+these), and `hyper_parameters`, the flat argparse namespace of the training run. We read it
+with the restricted unpickler of `torch_pickle` (no PyTorch, nothing executed) and map the
+hyper-parameters onto a diffrestore config.
+"""
+from __future__ import annotations
+
+import pathlib
+import warnings
+from typing import Mapping
+
+import numpy as np
+
+from diffrestore import config as config_lib
+from diffrestore.convert.torch_pickle import CheckpointError, load_torch_checkpoint
+
+# How the reference's enhancement script pads the frame axis for each backbone.
+_PAD_MODE = {"ncsnpp": "zero", "ncsnpp_v2": "reflection", "ncsnpp_48k": "reflection"}
+_SDE_FIELDS = ("theta", "sigma_min", "sigma_max", "k", "c", "eps", "beta_min", "beta_max", "stiffness", "beta_0", "beta_1", "N")
+_DATA_FIELDS = ("n_fft", "hop_length", "num_frames", "window", "spec_factor", "spec_abs_exponent", "transform_type", "normalize")
+_MODEL_FIELDS = ("loss_type", "loss_weighting", "c_in", "c_out", "c_skip", "sigma_data", "l1_weight", "t_eps")
+
+
+def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
+    """Builds a diffrestore config from sgmse's `hyper_parameters`.
+
+    Missing keys take the reference defaults of the version that wrote the checkpoint
+    (older sgmse versions had no loss_type: they trained score matching).
+    """
+    from diffrestore.models import BACKBONES, backbone_kwargs
+
+    backbone = str(hparams.get("backbone", ""))
+    if backbone not in BACKBONES:
+        raise CheckpointError(f"{source}: backbone {backbone!r} is not supported (supported: {sorted(BACKBONES)})")
+    sde_name = str(hparams.get("sde", "")).lower()
+    if sde_name not in ("ouve", "ouvp", "sbve", "sbvp"):
+        raise CheckpointError(f"{source}: SDE {hparams.get('sde')!r} is not supported")
+
+    config = config_lib.default_config()
+    config.model.backbone = backbone
+    config.model.backbone_kwargs = _plain(backbone_kwargs(backbone, hparams))
+    for field in _MODEL_FIELDS:
+        if hparams.get(field) is not None:
+            config.model[field] = type(config.model[field])(hparams[field])
+    config.model.network_scaling = str(hparams.get("network_scaling") or "")
+
+    config.sde.name = sde_name
+    for field in _SDE_FIELDS:
+        if hparams.get(field) is not None:
+            config.sde[field] = type(config.sde[field])(hparams[field])
+
+    for field in _DATA_FIELDS:
+        if hparams.get(field) is not None:
+            config.data[field] = type(config.data[field])(hparams[field])
+    config.data.sample_rate = 48000 if backbone == "ncsnpp_48k" else int(hparams.get("sr", 16000) or 16000)
+
+    sampler_type = str(hparams.get("sampler_type", "") or "")
+    if sde_name.startswith("sb"):
+        config.sampling.sampler = "sb_sde" if sampler_type == "sde" else "sb_ode"
+    else:
+        config.sampling.sampler = "ode_adaptive" if sampler_type == "ode" else "pc"
+    config.sampling.num_steps = int(config.sde.N)
+    config.sampling.pad_mode = _PAD_MODE[backbone]
+    return config
+
+
+def _plain(value):
+    """Converts lists to tuples and numpy scalars to Python values (ConfigDict-friendly)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _network_state_dicts(ckpt: Mapping, source: str):
+    """(raw, ema) state dicts of the network, keys without the `dnn.` prefix."""
+    state = ckpt.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: no state_dict; is this a Lightning checkpoint of sgmse?")
+    names = [k for k in state if k.startswith("dnn.")]
+    if not names:
+        raise CheckpointError(f"{source}: state_dict has no 'dnn.*' network weights")
+    raw = {k[len("dnn."):]: np.asarray(state[k]) for k in names}
+    ema_state = ckpt.get("ema")
+    if not isinstance(ema_state, Mapping) or "shadow_params" not in ema_state:
+        # The reference warns and evaluates the raw weights in this case; so do we.
+        warnings.warn(f"{source}: no EMA weights in the checkpoint; using the raw state_dict")
+        return raw, raw
+    shadow = list(ema_state["shadow_params"])
+    if len(shadow) != len(names):
+        raise CheckpointError(
+            f"{source}: ema.shadow_params has {len(shadow)} tensors but the network has {len(names)} parameters"
+        )
+    ema = {}
+    for key, value in zip(names, shadow):
+        value = np.asarray(value)
+        if value.shape != raw[key[len("dnn."):]].shape:
+            raise CheckpointError(f"{source}: EMA tensor for {key} has shape {value.shape}, expected {raw[key[4:]].shape}")
+        ema[key[len("dnn."):]] = value
+    return raw, ema
+
+
+def load_sgmse_checkpoint(path):
+    """Reads an sgmse `.ckpt`: returns (config, params, ema_params) as Flax parameter trees."""
+    from diffrestore.models import params_from_torch
+
+    path = pathlib.Path(path)
+    ckpt = load_torch_checkpoint(path)
+    if not isinstance(ckpt, Mapping) or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{path}: no hyper_parameters; is this a Lightning checkpoint of sgmse?")
+    hparams = ckpt["hyper_parameters"]
+    # Lightning stores a dict, or an argparse Namespace when hparams were saved from one.
+    hparams = dict(hparams) if isinstance(hparams, Mapping) else dict(vars(hparams))
+    config = config_from_hparams(hparams, str(path))
+    raw, ema = _network_state_dicts(ckpt, str(path))
+    kwargs = config.model.backbone_kwargs.to_dict()
+    try:
+        params = params_from_torch(config.model.backbone, kwargs, raw)
+        ema_params = params_from_torch(config.model.backbone, kwargs, ema)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: weights do not fit backbone {config.model.backbone}: {err}") from err
+    return config, params, ema_params
+
+
+def convert_checkpoint(src, dest) -> pathlib.Path:
+    """`diffrestore convert SRC.ckpt DEST`: writes an Orbax run directory with config.json."""
+    from diffrestore import checkpoint
+
+    config, params, ema_params = load_sgmse_checkpoint(src)
+    dest = pathlib.Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest}: destination exists and is not empty")
+    checkpoint.save_parameters(dest, config, params, ema_params, step=0)
+    return dest
