@@ -1,7 +1,8 @@
-"""The `diffrestore` command line: convert, enhance, train, quickstart.
+"""The `diffrestore` command line: convert, enhance, evaluate, train, quickstart.
 
     diffrestore convert SRC.ckpt DEST
     diffrestore enhance --checkpoint CK INPUT OUTPUT [--sampler pc --num-steps 30 ...]
+    diffrestore evaluate --clean DIR --enhanced DIR [--noisy DIR] --out results.csv
     diffrestore train --config configs/X.py --workdir DIR [--config.a.b=v ...]
     diffrestore quickstart --workdir runs/quickstart
 """
@@ -36,6 +37,19 @@ def _cmd_enhance(args) -> int:
     for path, reason in report.failed.items():
         print(f"FAILED {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _cmd_evaluate(args) -> int:
+    from diffrestore.evaluate import evaluate_folders, format_summary, summarize, write_results
+
+    rows = evaluate_folders(args.clean, args.enhanced, args.noisy)
+    if not rows:
+        raise ValueError(f"{args.enhanced}: no audio files to evaluate")
+    summary = summarize(rows)
+    json_path = write_results(rows, summary, args.out)
+    print(format_summary(summary))
+    print(f"wrote {args.out} ({len(rows)} files) and {json_path}")
+    return 0
 
 
 def _cmd_train(argv) -> int:
@@ -74,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="re-enhance files whose output exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_enhance)
+
+    p = sub.add_parser("evaluate", help="PESQ, ESTOI, SI-SDR/SIR/SAR, LSD of enhanced files against clean ones")
+    p.add_argument("--clean", required=True, help="folder of clean reference files")
+    p.add_argument("--enhanced", required=True, help="folder of enhanced files (same relative paths)")
+    p.add_argument("--noisy", default=None, help="folder of the noisy inputs (adds SI-SIR, SI-SAR and noisy figures)")
+    p.add_argument("--out", default="results.csv", help="per-file CSV; the summary goes beside it as .summary.json")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("quickstart", help="synthetic corpus -> train -> enhance -> evaluate, in minutes on a CPU")
     p.add_argument("--workdir", default="runs/quickstart")
