@@ -1,0 +1,520 @@
+"""NCSN++ score networks of SGMSE (`ncsnpp`, `ncsnpp_v2`, `ncsnpp_48k`) in Flax.
+
+The three reference backbones share one U-Net; they differ in defaults and in three details:
+
+| backbone   | input             | conditional | centered | division by t (scale_by_sigma) |
+| ---------- | ----------------- | ----------- | -------- | ------------------------------ |
+| ncsnpp     | net(cat[x, y], t) | option      | option   | before the 1x1 output layer    |
+| ncsnpp_v2  | net(x, y, t)      | always      | always   | never                          |
+| ncsnpp_48k | net(cat[x, y], t) | option      | option   | after the 1x1 output layer     |
+
+ncsnpp_48k defaults to progressive = progressive_input = "none" and no attention resolutions.
+
+The structure is described once, by `layer_plan(config)`: the reference's `all_modules` list,
+in its order, with a Flax name for each entry. The Flax forward pass consumes the plan in
+order and checks each entry's kind (as the reference asserts `m_idx == len(modules)`), and
+`torch_import` maps `all_modules.<i>` to the plan's i-th name. Module names in Flax are thus
+readable (`down_3_res_0`, `mid_attn`, ...) and still line up with the PyTorch indices.
+
+Layout: the network runs NHWC, (B, F, T, C), on the four real channels
+(x.real, x.imag, y.real, y.imag), in that order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from diffrestore.models import layers as L
+
+BACKBONES = ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k")
+
+_COMMON_DEFAULTS = dict(
+    nf=128,
+    ch_mult=(1, 1, 2, 2, 2, 2, 2),
+    num_res_blocks=2,
+    attn_resolutions=(16,),
+    nonlinearity="swish",
+    resamp_with_conv=True,
+    fir=True,
+    fir_kernel=(1, 3, 3, 1),
+    skip_rescale=True,
+    resblock_type="biggan",
+    progressive="output_skip",
+    progressive_input="input_skip",
+    progressive_combine="sum",
+    init_scale=0.0,
+    fourier_scale=16,
+    image_size=256,
+    embedding_type="fourier",
+    dropout=0.0,
+)
+
+# The keyword arguments of each reference constructor, with its defaults.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ncsnpp": dict(_COMMON_DEFAULTS, scale_by_sigma=True, conditional=True, centered=True),
+    "ncsnpp_v2": dict(_COMMON_DEFAULTS),
+    "ncsnpp_48k": dict(
+        _COMMON_DEFAULTS, scale_by_sigma=True, conditional=True, centered=True,
+        attn_resolutions=(), progressive="none", progressive_input="none",
+    ),
+}
+
+NUM_CHANNELS = 4  # x.real, x.imag, y.real, y.imag
+
+
+def _tuple(value):
+    """Lists (from argparse / JSON) to tuples, recursively, so the config is hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuple(v) for v in value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class NCSNppConfig:
+    """All options of the three backbones; `backbone` fixes the per-variant behaviour."""
+
+    backbone: str = "ncsnpp"
+    nf: int = 128
+    ch_mult: tuple = (1, 1, 2, 2, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple = (16,)
+    nonlinearity: str = "swish"
+    resamp_with_conv: bool = True
+    fir: bool = True
+    fir_kernel: tuple = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: str = "biggan"
+    progressive: str = "output_skip"
+    progressive_input: str = "input_skip"
+    progressive_combine: str = "sum"
+    init_scale: float = 0.0
+    fourier_scale: float = 16
+    image_size: int = 256
+    embedding_type: str = "fourier"
+    dropout: float = 0.0
+    scale_by_sigma: bool = True
+    conditional: bool = True
+    centered: bool = True
+
+    @property
+    def num_resolutions(self) -> int:
+        return len(self.ch_mult)
+
+    @property
+    def all_resolutions(self) -> tuple[int, ...]:
+        """The frequency size the constructor assumes at each level: image_size / 2^level."""
+        return tuple(self.image_size // 2**i for i in range(self.num_resolutions))
+
+    @property
+    def temb_dim(self) -> int:
+        return 4 * self.nf
+
+
+def make_config(name: str, **kwargs) -> NCSNppConfig:
+    """Validated config of backbone `name` from the reference constructor's kwargs.
+
+    Raises:
+      ValueError: unknown backbone or an invalid option value.
+      TypeError: a keyword the backbone's constructor does not take.
+    """
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {BACKBONES}")
+    unknown = sorted(set(kwargs) - set(DEFAULTS[name]))
+    if unknown:
+        raise TypeError(
+            f"backbone {name!r} takes no option(s) {unknown}; it accepts {sorted(DEFAULTS[name])}"
+        )
+    opts = {**DEFAULTS[name], **{k: _tuple(v) for k, v in kwargs.items()}}
+    for key in ("resblock_type", "progressive", "progressive_input", "progressive_combine", "embedding_type"):
+        opts[key] = str(opts[key]).lower()
+    opts["nonlinearity"] = str(opts["nonlinearity"]).lower()
+    if name == "ncsnpp_v2":
+        # v2 always conditions on t, never recentres its input and never divides by t.
+        opts.update(scale_by_sigma=False, conditional=True, centered=True)
+    cfg = NCSNppConfig(backbone=name, **opts)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: NCSNppConfig) -> None:
+    choices = {
+        "progressive": ("none", "output_skip", "residual"),
+        "progressive_input": ("none", "input_skip", "residual"),
+        "progressive_combine": ("sum", "cat"),
+        "embedding_type": ("fourier", "positional"),
+        "resblock_type": ("ddpm", "biggan"),
+    }
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"{key}={getattr(cfg, key)!r} is not one of {allowed}")
+    L.get_act(cfg.nonlinearity)
+    if not cfg.ch_mult or cfg.num_res_blocks < 0 or cfg.nf < 4:
+        raise ValueError(
+            f"invalid network size: nf={cfg.nf}, ch_mult={cfg.ch_mult}, num_res_blocks={cfg.num_res_blocks}"
+        )
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One entry of the reference's `all_modules`.
+
+    kind: fourier | dense | conv3x3 | groupnorm | resblock | attn | combine | downsample | upsample
+    in_ch/out_ch: channels in and out. up/down: resampling resblock. with_conv: conv in a
+    (Up|Down)sample. init_scale: of the layer's last conv (initialisation only).
+    """
+
+    name: str
+    kind: str
+    in_ch: int = 0
+    out_ch: int = 0
+    up: bool = False
+    down: bool = False
+    with_conv: bool = False
+    init_scale: float = 1.0
+
+
+def layer_plan(cfg: NCSNppConfig) -> tuple[Layer, ...]:
+    """The reference constructor's `all_modules`, in order, with Flax names."""
+    plan: list[Layer] = []
+    add = lambda *a, **k: plan.append(Layer(*a, **k))  # noqa: E731
+    nf, n_res = cfg.nf, cfg.num_resolutions
+    resample_resblock = cfg.resblock_type == "biggan"
+
+    if cfg.embedding_type == "fourier":
+        add("time_fourier", "fourier", out_ch=nf)
+    embed_dim = 2 * nf if cfg.embedding_type == "fourier" else nf
+    if cfg.conditional:
+        add("time_dense_0", "dense", embed_dim, 4 * nf)
+        add("time_dense_1", "dense", 4 * nf, 4 * nf)
+
+    channels = NUM_CHANNELS
+    input_pyramid_ch = channels
+    add("conv_in", "conv3x3", channels, nf)
+    hs_c = [nf]
+    in_ch = nf
+    for level in range(n_res):
+        for block in range(cfg.num_res_blocks):
+            out_ch = nf * cfg.ch_mult[level]
+            add(f"down_{level}_res_{block}", "resblock", in_ch, out_ch)
+            in_ch = out_ch
+            if cfg.all_resolutions[level] in cfg.attn_resolutions:
+                add(f"down_{level}_attn_{block}", "attn", in_ch, in_ch, init_scale=cfg.init_scale)
+            hs_c.append(in_ch)
+        if level != n_res - 1:
+            if resample_resblock:
+                add(f"down_{level}_resample", "resblock", in_ch, in_ch, down=True)
+            else:
+                add(f"down_{level}_resample", "downsample", in_ch, in_ch, with_conv=cfg.resamp_with_conv)
+            if cfg.progressive_input == "input_skip":
+                add(f"down_{level}_combine", "combine", input_pyramid_ch, in_ch)
+                if cfg.progressive_combine == "cat":
+                    in_ch *= 2
+            elif cfg.progressive_input == "residual":
+                add(f"down_{level}_pyramid", "downsample", input_pyramid_ch, in_ch, with_conv=True)
+                input_pyramid_ch = in_ch
+            hs_c.append(in_ch)
+
+    in_ch = hs_c[-1]
+    add("mid_res_0", "resblock", in_ch, in_ch)
+    add("mid_attn", "attn", in_ch, in_ch, init_scale=cfg.init_scale)
+    add("mid_res_1", "resblock", in_ch, in_ch)
+
+    pyramid_ch = 0
+    for level in reversed(range(n_res)):
+        for block in range(cfg.num_res_blocks + 1):
+            out_ch = nf * cfg.ch_mult[level]
+            add(f"up_{level}_res_{block}", "resblock", in_ch + hs_c.pop(), out_ch)
+            in_ch = out_ch
+        if cfg.all_resolutions[level] in cfg.attn_resolutions:
+            add(f"up_{level}_attn", "attn", in_ch, in_ch, init_scale=cfg.init_scale)
+        if cfg.progressive != "none":
+            if level == n_res - 1 or cfg.progressive == "output_skip":
+                out = channels if cfg.progressive == "output_skip" else in_ch
+                scale = cfg.init_scale if cfg.progressive == "output_skip" else 1.0
+                add(f"up_{level}_pyramid_norm", "groupnorm", in_ch, in_ch)
+                add(f"up_{level}_pyramid_conv", "conv3x3", in_ch, out, init_scale=scale)
+                pyramid_ch = out
+            else:  # residual, below the top level
+                add(f"up_{level}_pyramid", "upsample", pyramid_ch, in_ch, with_conv=True)
+                pyramid_ch = in_ch
+        if level != 0:
+            if resample_resblock:
+                add(f"up_{level}_resample", "resblock", in_ch, in_ch, up=True)
+            else:
+                add(f"up_{level}_resample", "upsample", in_ch, in_ch, with_conv=cfg.resamp_with_conv)
+    assert not hs_c
+
+    if cfg.progressive != "output_skip":
+        add("out_norm", "groupnorm", in_ch, in_ch)
+        add("out_conv", "conv3x3", in_ch, channels, init_scale=cfg.init_scale)
+    return tuple(plan)
+
+
+class _Cursor:
+    """Walks the plan in order; each step names the kind the forward pass expects."""
+
+    def __init__(self, plan: tuple[Layer, ...]):
+        self._it: Iterator[Layer] = iter(plan)
+
+    def take(self, kind: str) -> Layer:
+        layer = next(self._it, None)
+        if layer is None or layer.kind != kind:
+            raise AssertionError(f"implementation error: forward pass wants a {kind}, plan has {layer}")
+        return layer
+
+    def finish(self) -> None:
+        rest = list(self._it)
+        if rest:
+            raise AssertionError(f"implementation error: unused layers {[l.name for l in rest]}")
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+class NCSNpp(nn.Module):
+    """NCSN++ as in SGMSE; see the module docstring for the three variants.
+
+    Call as `module.apply(variables, x, y, t, train=False)` with x, y complex64 (B, 1, F, T)
+    and t float32 (B,); F and T must be divisible by 2^(len(ch_mult) − 1). Returns complex64
+    (B, 1, F, T): the reference's `net(cat([x, y], 1), t)` (ncsnpp, ncsnpp_48k) or
+    `net(x, y, t)` (ncsnpp_v2), without any sign change. With train=True and dropout > 0,
+    pass a "dropout" rng.
+
+    Attributes:
+      config: the validated options (`make_config`).
+      dtype: compute dtype of convolutions and matmuls; parameters stay float32.
+    """
+
+    config: NCSNppConfig
+    dtype: Any = jnp.float32
+
+    def _check_shapes(self, x, y, t):
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != 1 or y.shape != x.shape:
+            raise ValueError(f"x and y must both be (B, 1, F, T); got {x.shape} and {y.shape}")
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be (B,) = ({x.shape[0]},); got {t.shape}")
+        _, _, f, frames = x.shape
+        factor = 2 ** (cfg.num_resolutions - 1)
+        if f % factor or frames % factor:
+            raise ValueError(
+                f"F={f} and T={frames} must be multiples of {factor} (2^(len(ch_mult)-1)); pad the spectrogram"
+            )
+        for level, size in enumerate(cfg.all_resolutions):
+            # The reference builds attention blocks where image_size/2^l is listed but calls them
+            # where the actual F/2^l is listed; it only runs when the two agree.
+            if (size in cfg.attn_resolutions) != ((f // 2**level) in cfg.attn_resolutions):
+                raise ValueError(
+                    f"F={f} does not fit image_size={cfg.image_size} with attn_resolutions="
+                    f"{cfg.attn_resolutions}: at level {level} the reference would call an attention "
+                    "block it did not build (or skip one it built); set image_size to F"
+                )
+
+    @nn.compact
+    def __call__(self, x, y, t, train: bool = False):
+        """x, y: complex (B, 1, F, T); t: (B,) -> complex64 (B, 1, F, T)."""
+        cfg = self.config
+        self._check_shapes(x, y, t)
+        act = L.get_act(cfg.nonlinearity)
+        plan = _Cursor(layer_plan(cfg))
+        blocks = _Blocks(cfg, act, self.dtype, train)
+        t = t.astype(jnp.float32)
+
+        # (B, 1, F, T) complex -> (B, F, T, 4) real, channels as the reference concatenates them.
+        inputs = jnp.stack([x[:, 0].real, x[:, 0].imag, y[:, 0].real, y[:, 0].imag], axis=-1)
+        inputs = inputs.astype(jnp.float32)
+        temb = self._time_embedding(plan, t, act)
+        if not cfg.centered:
+            inputs = 2 * inputs - 1.0  # data in [0, 1] -> [-1, 1]
+
+        hs = self._encoder(plan, blocks, inputs, temb)
+        h = hs[-1]
+        h = blocks.resblock(plan.take("resblock"))(h, temb)
+        h = blocks.attn(plan.take("attn"))(h)
+        h = blocks.resblock(plan.take("resblock"))(h, temb)
+        h = self._decoder(plan, blocks, h, hs, temb, act)
+        plan.finish()
+        # The division by "sigma" uses t itself. (The reference's positional branch reads an
+        # attribute `self.sigmas` that it never defines; t is the only consistent choice.)
+        return self._output(h, sigma=t)
+
+    def _time_embedding(self, plan: _Cursor, t, act):
+        """(B,) -> (B, 4·nf) float32, or None when not conditional. Float32: it is tiny."""
+        cfg = self.config
+        if cfg.embedding_type == "fourier":
+            spec = plan.take("fourier")
+            temb = L.GaussianFourierProjection(spec.out_ch, cfg.fourier_scale, name=spec.name)(jnp.log(t))
+        else:
+            temb = L.timestep_embedding(t, cfg.nf)
+        if not cfg.conditional:
+            return None
+        temb = _dense32(plan.take("dense"))(temb)
+        return _dense32(plan.take("dense"))(act(temb))
+
+    def _encoder(self, plan: _Cursor, blocks: "_Blocks", inputs, temb) -> list:
+        """The down path: returns every skip tensor, (B, F/2^l, T/2^l, C_l), deepest last."""
+        cfg = self.config
+        input_pyramid = inputs
+        spec = plan.take("conv3x3")
+        hs = [L.conv3x3(spec.out_ch, spec.name, self.dtype)(inputs)]
+        for level in range(cfg.num_resolutions):
+            for _ in range(cfg.num_res_blocks):
+                h = blocks.resblock(plan.take("resblock"))(hs[-1], temb)
+                if h.shape[1] in cfg.attn_resolutions:  # the reference tests F/2^l, not T/2^l
+                    h = blocks.attn(plan.take("attn"))(h)
+                hs.append(h)
+            if level == cfg.num_resolutions - 1:
+                break
+            if cfg.resblock_type == "ddpm":
+                h = blocks.downsample(plan.take("downsample"))(hs[-1])
+            else:
+                h = blocks.resblock(plan.take("resblock"))(hs[-1], temb)
+            if cfg.progressive_input == "input_skip":
+                # The reference's parameter-free `pyramid_downsample`.
+                if cfg.fir:
+                    input_pyramid = L.downsample_2d(input_pyramid, cfg.fir_kernel)
+                else:
+                    input_pyramid = L.naive_downsample_2d(input_pyramid)
+                spec = plan.take("combine")
+                h = L.Combine(spec.out_ch, cfg.progressive_combine, self.dtype, name=spec.name)(input_pyramid, h)
+            elif cfg.progressive_input == "residual":
+                input_pyramid = blocks.downsample(plan.take("downsample"))(input_pyramid)
+                input_pyramid = h = L.skip_add(input_pyramid, h, cfg.skip_rescale)
+            hs.append(h)
+        return hs
+
+    def _decoder(self, plan: _Cursor, blocks: "_Blocks", h, hs: list, temb, act):
+        """The up path, consuming `hs`: returns the 4-channel map (B, F, T, 4), float32."""
+        cfg = self.config
+        pyramid = None
+        for level in reversed(range(cfg.num_resolutions)):
+            for _ in range(cfg.num_res_blocks + 1):
+                skip = hs.pop()
+                h = blocks.resblock(plan.take("resblock"))(jnp.concatenate([h, skip.astype(h.dtype)], axis=-1), temb)
+            if h.shape[1] in cfg.attn_resolutions:
+                h = blocks.attn(plan.take("attn"))(h)
+            if cfg.progressive != "none":
+                if level == cfg.num_resolutions - 1:
+                    pyramid = _norm_act_conv(plan, h, act)
+                elif cfg.progressive == "output_skip":
+                    # The 4-channel output pyramid stays float32: it is the network's output.
+                    pyramid = L.upsample_2d(pyramid, cfg.fir_kernel) if cfg.fir else L.naive_upsample_2d(pyramid)
+                    pyramid = pyramid + _norm_act_conv(plan, h, act)
+                else:  # residual: the pyramid joins the main path
+                    pyramid = blocks.upsample(plan.take("upsample"))(pyramid)
+                    pyramid = h = L.skip_add(pyramid, h.astype(pyramid.dtype), cfg.skip_rescale)
+            if level != 0:
+                if cfg.resblock_type == "ddpm":
+                    h = blocks.upsample(plan.take("upsample"))(h)
+                else:
+                    h = blocks.resblock(plan.take("resblock"))(h, temb)
+        assert not hs
+        if cfg.progressive == "output_skip":
+            return pyramid
+        return _norm_act_conv(plan, h, act)
+
+    def _output(self, h, sigma):
+        """(B, F, T, 4) -> complex64 (B, 1, F, T): 1x1 conv to (re, im), division by sigma."""
+        cfg = self.config
+        h = h.astype(jnp.float32)
+        sigma = sigma[:, None, None, None]
+        # ncsnpp divides before the output layer, ncsnpp_48k after it (its bias is divided too).
+        if cfg.backbone == "ncsnpp" and cfg.scale_by_sigma:
+            h = h / sigma
+        h = nn.Conv(
+            2, (1, 1), dtype=jnp.float32, param_dtype=jnp.float32, precision=lax.Precision.HIGHEST,
+            kernel_init=L.torch_default_kernel_init, bias_init=L.torch_default_bias_init(NUM_CHANNELS),
+            name="output_layer",
+        )(h)
+        if cfg.backbone == "ncsnpp_48k" and cfg.scale_by_sigma:
+            h = h / sigma
+        return lax.complex(h[..., 0], h[..., 1])[:, None]
+
+
+def _dense32(spec: Layer):
+    """A Linear of the time-embedding MLP, computed in float32."""
+    return nn.Dense(
+        spec.out_ch, dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=L.default_init(), name=spec.name
+    )
+
+
+def _norm_act_conv(plan: _Cursor, h, act):
+    """act(GroupNorm(h)) then a 3x3 conv, in float32: the output heads (pyramid / final)."""
+    norm = plan.take("groupnorm")
+    conv = plan.take("conv3x3")
+    h = act(L.GroupNorm(L.num_groups(norm.in_ch), dtype=jnp.float32, name=norm.name)(h))
+    return L.conv3x3(conv.out_ch, conv.name, jnp.float32, init_scale=conv.init_scale)(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Blocks:
+    """Factories for the blocks of one config: each takes a plan entry, returns a module."""
+
+    cfg: NCSNppConfig
+    act: Any
+    dtype: Any
+    train: bool
+
+    def resblock(self, spec: Layer):
+        """A residual block; call it as block(h, temb)."""
+        return functools.partial(self._resblock(spec), train=self.train)
+
+    def _resblock(self, spec: Layer):
+        cfg = self.cfg
+        if cfg.resblock_type == "ddpm":
+            return L.ResnetBlockDDPM(
+                self.act, out_ch=spec.out_ch, temb_dim=cfg.temb_dim, dropout=cfg.dropout,
+                skip_rescale=cfg.skip_rescale, init_scale=cfg.init_scale, dtype=self.dtype, name=spec.name,
+            )
+        return L.ResnetBlockBigGAN(
+            self.act, out_ch=spec.out_ch, temb_dim=cfg.temb_dim, up=spec.up, down=spec.down,
+            dropout=cfg.dropout, fir=cfg.fir, fir_kernel=cfg.fir_kernel, skip_rescale=cfg.skip_rescale,
+            init_scale=cfg.init_scale, dtype=self.dtype, name=spec.name,
+        )
+
+    def attn(self, spec: Layer):
+        return L.AttnBlock(
+            skip_rescale=self.cfg.skip_rescale, init_scale=spec.init_scale, dtype=self.dtype, name=spec.name
+        )
+
+    def downsample(self, spec: Layer):
+        return L.Downsample(spec.out_ch, spec.with_conv, self.cfg.fir, self.cfg.fir_kernel, self.dtype, name=spec.name)
+
+    def upsample(self, spec: Layer):
+        return L.Upsample(spec.out_ch, spec.with_conv, self.cfg.fir, self.cfg.fir_kernel, self.dtype, name=spec.name)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def build_backbone(name: str, dtype=jnp.float32, **kwargs) -> NCSNpp:
+    """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k").
+
+    Args:
+      name: backbone name as registered in the reference.
+      dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
+      **kwargs: the reference constructor's keyword arguments; missing ones take that
+        backbone's defaults (`DEFAULTS[name]`).
+    Raises:
+      ValueError: unknown backbone or invalid value; TypeError: unknown keyword.
+    """
+    return NCSNpp(make_config(name, **kwargs), dtype=dtype)
+
+
+def backbone_kwargs(name: str, hparams: Mapping) -> dict:
+    """The entries of a flat Lightning hyper-parameter dict that backbone `name` takes.
+
+    The reference passes all hyper-parameters to the constructor, which keeps the ones it
+    names and swallows the rest (`**unused_kwargs`); this picks the same ones.
+    """
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {BACKBONES}")
+    return {k: hparams[k] for k in DEFAULTS[name] if k in hparams}
