@@ -40,6 +40,7 @@ class Enhancer:
         self._forward = jax.jit(self.model_fn)
         self._programs = {}  # (sampler, options) -> jitted sampling program
         self.compiled_programs = 0  # incremented each time a sampling program is traced
+        self.last_network_evaluations = 0  # per example, of the last sampling call
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -208,7 +209,8 @@ class Enhancer:
         base = jax.random.key(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(keys_index, jnp.uint32))
         x, nfe = program(self.params, y, keys, jnp.int32(num_steps))
-        return x, int(nfe)
+        self.last_network_evaluations = int(nfe)
+        return x, self.last_network_evaluations
 
     @staticmethod
     def _finish(out, original_len, rate, model_rate):
