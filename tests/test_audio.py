@@ -37,3 +37,10 @@ def test_pad_frames_modes():
     assert np.all(np.asarray(pad_frames(x, 8, "zero"))[..., 10:] == 0)
     assert np.asarray(pad_frames(x, 8, "reflection"))[0, 0, 10] == 8
     assert pad_frames(x, 5).shape[-1] == 10
+
+
+def test_non_finite_bins_are_not_silently_zeroed():
+    cfg = PRESETS["16k"]
+    z = np.array([1 + 1j, np.nan + 0j, 0j], np.complex64)
+    out = np.asarray(spec_forward(z, cfg))
+    assert np.isfinite(out[0]) and not np.isfinite(out[1]) and out[2] == 0

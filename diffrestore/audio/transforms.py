@@ -58,9 +58,12 @@ PRESETS = {
 
 
 def _scale_magnitude(z: jnp.ndarray, new_magnitude_fn) -> jnp.ndarray:
-    """Returns new_magnitude_fn(|z|)·e^{i∠z}, with angle(0) = 0 and finite gradients at 0."""
+    """Returns new_magnitude_fn(|z|)·e^{i∠z}, with angle(0) = 0 and finite gradients at 0.
+
+    NaN/inf bins stay non-finite (`!= 0` is true for NaN), so bad input is not silently zeroed.
+    """
     mag = jnp.abs(z)
-    nonzero = mag > 0
+    nonzero = mag != 0
     safe_mag = jnp.where(nonzero, mag, 1.0)
     phase = jnp.where(nonzero, z / safe_mag, 0.0)
     return (new_magnitude_fn(safe_mag) * phase).astype(z.dtype)
