@@ -55,7 +55,8 @@ def _noisy_speech(seconds, seed, rate=16000):
 
 
 def test_enhance_lengths_determinism_and_batch_independence(small_enhancer):
-    a, b = _noisy_speech(1.3, 0), _noisy_speech(0.7, 1)
+    # Both signals fall into the 64-frame bucket: one compiled program serves the whole test.
+    a, b = _noisy_speech(0.45, 0), _noisy_speech(0.3, 1)
     opts = dict(num_steps=3, seed=5, batch_size=2)
     out_ab = small_enhancer.enhance([a, b], 16000, **opts)
     assert [o.shape for o in out_ab] == [a.shape, b.shape]
@@ -70,7 +71,7 @@ def test_enhance_lengths_determinism_and_batch_independence(small_enhancer):
 
 def test_enhance_other_rate_and_bad_input(small_enhancer):
     w = _noisy_speech(0.5, 2, rate=8000)
-    out = small_enhancer.enhance([w], 8000, num_steps=2)
+    out = small_enhancer.enhance([w], 8000, num_steps=2, seed=5, batch_size=2)  # same program as above
     assert out[0].shape == w.shape
     with pytest.raises(ValueError, match="signal 0: all samples are zero"):
         small_enhancer.enhance([np.zeros(4000, np.float32)], 16000, num_steps=2)
