@@ -59,7 +59,15 @@ def _cmd_train(argv) -> int:
 
 
 def _cmd_quickstart(args) -> int:
+    import logging
+
     from diffrestore.quickstart import run_quickstart
+
+    # Show the training progress line (steps/s, ETA) and milestones; Orbax narrates at INFO.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("diffrestore").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
     run_quickstart(args.workdir, minutes=args.minutes)
     return 0
