@@ -11,9 +11,10 @@ ch_mult 1,1,2,2,2,2,2, 2 res blocks, attention at 16), OUVE SDE θ = 1.5, σ 0.0
 denoising score matching with t_eps 0.03, Adam lr 1e-4, EMA 0.999, batch 8, 256-frame crops,
 n_fft 510 / hop 128, compression 0.15·|X|^0.5, PC sampling (reverse diffusion + ALD,
 snr 0.5, N = 30) for validation on 20 files.
-Reaches: the paper reports PESQ 2.93, ESTOI 0.87, SI-SDR 17.3 dB on the VB-DMD test set for
-SGMSE+ (PC sampler, N = 30). `training.num_steps` = 250k is about 170 epochs of the 11.5k
-training utterances at batch 8; validation PESQ should pass 2.5 within the first ~50k steps.
+Reaches: the VB-DMD test-set figures that Richter et al. (IEEE/ACM TASLP 2023) report for
+SGMSE+ with the PC sampler at N = 30 (look them up there; not yet reproduced with diffrestore,
+which needs an accelerator run). `training.num_steps` = 250k is about 170 epochs of the 11.5k
+training utterances at batch 8.
 """
 from diffrestore.train.defaults import training_config
 
