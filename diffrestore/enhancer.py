@@ -22,6 +22,7 @@ import numpy as np
 
 from diffrestore import config as config_lib
 from diffrestore import sampling
+from diffrestore.audio.resample import resample
 from diffrestore.audio.transforms import pad_frames, to_audio, to_spectrogram
 
 FRAME_MULTIPLE = 64  # the U-Net halves the frame axis 6 times
@@ -177,7 +178,7 @@ class Enhancer:
         if not np.all(np.isfinite(wave)):
             raise ValueError(f"signal {index}: contains NaN or infinite samples")
         if rate != model_rate:
-            wave = _resample(wave, rate, model_rate)
+            wave = resample(wave, rate, model_rate).astype(np.float32)
         min_len = self.spectrogram.n_fft // 2 + 1
         if wave.shape[0] < min_len:
             raise ValueError(f"signal {index}: {wave.shape[0]} samples is shorter than the minimum {min_len}")
@@ -215,16 +216,9 @@ class Enhancer:
     @staticmethod
     def _finish(out, original_len, rate, model_rate):
         if rate != model_rate:
-            out = _resample(out, model_rate, rate)
+            out = resample(out, model_rate, rate)
         out = np.asarray(out, np.float32)
         if out.shape[0] < original_len:
             out = np.pad(out, (0, original_len - out.shape[0]))
         return out[:original_len]
 
-
-def _resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling (scipy's resample_poly, Kaiser window)."""
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(from_rate), int(to_rate))
-    return resample_poly(wave, int(to_rate) // g, int(from_rate) // g).astype(np.float32)

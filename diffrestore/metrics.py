@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from diffrestore.audio.resample import resample
+
 
 def _db(num, den):
     return 10 * math.log10(num / den) if den > 0 else float("inf")
@@ -34,21 +36,12 @@ def energy_ratios(estimate: np.ndarray, clean: np.ndarray, noise: np.ndarray) ->
     return _db(target, np.sum((e_noise + e_art) ** 2)), _db(target, np.sum(e_noise**2)), _db(target, np.sum(e_art**2))
 
 
-def _to_16k(x, rate):
-    if rate == 16000:
-        return np.asarray(x, np.float64)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate), 16000)
-    return resample_poly(np.asarray(x, np.float64), 16000 // g, int(rate) // g)
-
-
 def pesq_wb(reference: np.ndarray, estimate: np.ndarray, rate: int) -> float:
     """Wide-band PESQ (ITU-T P.862.2) at 16 kHz; NaN when PESQ finds no utterance."""
     from pesq import NoUtterancesError, pesq
 
     try:
-        return float(pesq(16000, _to_16k(reference, rate), _to_16k(estimate, rate), "wb"))
+        return float(pesq(16000, resample(reference, rate, 16000), resample(estimate, rate, 16000), "wb"))
     except NoUtterancesError:
         return float("nan")
 

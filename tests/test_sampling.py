@@ -139,10 +139,8 @@ def test_bridge_samplers_with_perfect_estimate(sde, kind):
 def test_examples_are_independent_of_their_batch():
     sde = OUVESDE()
     c, y = _point_mass_problem()
-    score_fn = _exact_score(sde, c)
     keys = sampling.example_keys(7, SHAPE[0])
     run = lambda y, c_, keys: sampling.pc_sample(_exact_score(sde, c_), sde, y, sampling.keyed_noise(keys), 5, corrector="langevin")[0]
     full = run(y, c, keys)
     alone = run(y[1:2], c[1:2], keys[1:2])
     np.testing.assert_allclose(np.asarray(full[1:2]), np.asarray(alone), rtol=1e-5, atol=1e-6)
-    del score_fn

@@ -19,11 +19,11 @@ the config's are resampled with `scipy.signal.resample_poly`, clean and noisy al
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 
 import numpy as np
 
+from diffrestore.audio.resample import resample
 from diffrestore.data._tf import import_tfds
 from diffrestore.data.pairs import LAYOUTS, SUBSETS, DataError, Pair, pair_folders, read_mono, subset_folders
 
@@ -35,17 +35,6 @@ VOICEBANK_FOLDERS = {
     "test": ("clean_testset_wav", "noisy_testset_wav"),
 }
 _TFDS_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
-
-
-def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling (scipy's default Kaiser window), float64; unchanged at equal rates."""
-    wave = np.asarray(wave, np.float64)
-    if from_rate == to_rate:
-        return wave
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(from_rate), int(to_rate))
-    return resample_poly(wave, int(to_rate) // g, int(from_rate) // g)
 
 
 def to_dtype(wave: np.ndarray, dtype: str) -> np.ndarray:
