@@ -36,7 +36,7 @@ def _stable_id(relpath: str, channel: int) -> int:
     return zlib.crc32(f"{relpath}#{channel}".encode()) & 0x7FFFFFFF
 
 
-def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_per_group=8, progress=True, **enhance_kwargs):
+def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_per_group=None, progress=True, **enhance_kwargs):
     """Enhances a file or a folder tree into `output_path`.
 
     Args:
@@ -44,13 +44,15 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
       input_path: a file or a folder (recursive).
       output_path: the output file (for a file input) or folder (mirrors relative paths).
       overwrite: re-enhance files whose output exists.
-      files_per_group: files read and enhanced together (their channels share batches).
+      files_per_group: files read and enhanced together (their channels share batches);
+        default 4 batches' worth, so batches are full without holding the whole job in memory.
       **enhance_kwargs: sampler options for `Enhancer.enhance` (sampler, num_steps, seed, ...).
 
     Returns:
       BatchReport.
     """
     input_path, output_path = pathlib.Path(input_path), pathlib.Path(output_path)
+    files_per_group = files_per_group or 4 * int(enhance_kwargs.get("batch_size", 4))
     files = list_audio_files(input_path)
     single = input_path.is_file()
     report = BatchReport()

@@ -29,6 +29,8 @@ def _cmd_enhance(args) -> int:
     if args.sampler:
         options["sampler"] = args.sampler
     options.update(corrector=args.corrector, snr=args.snr, corrector_steps=args.corrector_steps)
+    if args.buckets:
+        options["buckets"] = _int_list(args.buckets, "--buckets")
     report = enhance_path(enhancer, args.input, args.output, overwrite=args.overwrite, progress=not args.quiet, **options)
     print(
         f"enhanced {len(report.written)} file(s), skipped {len(report.skipped)} existing, "
@@ -37,6 +39,13 @@ def _cmd_enhance(args) -> int:
     for path, reason in report.failed.items():
         print(f"FAILED {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag} expects comma-separated integers, got {text!r}") from None
 
 
 def _cmd_evaluate(args) -> int:
@@ -92,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corrector-steps", type=int, default=1)
     p.add_argument("--snr", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="signals per batch (rounded up to a multiple of the devices)")
+    p.add_argument("--buckets", default=None,
+                   help="padded frame counts, e.g. 64,128,256,512,1024,2048 (the default); longer signals are enhanced in overlapping chunks of the largest")
     p.add_argument("--overwrite", action="store_true", help="re-enhance files whose output exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_enhance)

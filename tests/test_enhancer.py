@@ -73,8 +73,10 @@ def test_enhance_other_rate_and_bad_input(small_enhancer):
     w = _noisy_speech(0.5, 2, rate=8000)
     out = small_enhancer.enhance([w], 8000, num_steps=2, seed=5, batch_size=2)  # same program as above
     assert out[0].shape == w.shape
-    with pytest.raises(ValueError, match="signal 0: all samples are zero"):
-        small_enhancer.enhance([np.zeros(4000, np.float32)], 16000, num_steps=2)
+    # Silence (e.g. one dead channel of a stereo file) comes back as silence, without sampling.
+    np.testing.assert_array_equal(small_enhancer.enhance([np.zeros(4000, np.float32)], 16000)[0], 0.0)
+    with pytest.raises(ValueError, match="signal 0: 10 samples is shorter"):
+        small_enhancer.enhance([np.ones(10, np.float32)], 16000, num_steps=2)
     with pytest.raises(ValueError, match="NaN"):
         small_enhancer.enhance([np.full(4000, np.nan, np.float32)], 16000, num_steps=2)
 
@@ -117,3 +119,89 @@ def test_other_checkpoints_load_and_match(sgmse_fixtures, tmp_path, fixture, hpa
     if hparams["backbone"] == "ncsnpp_48k":
         assert enhancer.config.data.sample_rate == 48000 and enhancer.config.data.n_fft == 1534
     _close(enhancer.forward(ref["x"], ref["y"], ref["t"]), sign * ref["out"])
+
+
+# --- many lengths: buckets, chunks and devices -----------------------------------------------
+def test_chunks_cover_and_crossfade_has_no_seam():
+    from diffrestore.enhancer import chunk_starts, crossfade_join
+
+    rng = np.random.default_rng(0)
+    for length in (100, 1000, 1001, 2345):
+        starts = chunk_starts(length, chunk=300, overlap=40)
+        assert starts[0] == 0 and starts[-1] == length - 300 if length > 300 else starts == [0]
+        assert all(b - a <= 300 - 40 for a, b in zip(starts, starts[1:]))  # overlap >= 40
+        signal = rng.normal(size=length).astype(np.float32)
+        pieces = [signal[s : s + 300] for s in starts]
+        # Agreeing pieces: the join is the signal itself (the fades sum to one).
+        np.testing.assert_allclose(crossfade_join(pieces, starts, length), signal, atol=1e-6)
+    # Disagreeing pieces (each chunk off by its own constant) meet without a step: the largest
+    # sample-to-sample change is the offset spread over the overlap, not the offset.
+    starts = chunk_starts(2345, chunk=300, overlap=40)
+    joined = crossfade_join([np.full(300, float(k), np.float32) for k in range(len(starts))], starts, 2345)
+    assert joined[0] == 0 and joined[-1] == len(starts) - 1
+    assert np.max(np.abs(np.diff(joined))) < 2 * np.pi / (2 * 40)  # a hard cut would give 1.0
+
+
+class _IdentityEnhancer(Enhancer):
+    """Returns the noisy spectrogram as the estimate: enhancement must give the input back."""
+
+    def _sample_rows(self, y, keys_index, seed, sampler, num_steps, options):
+        return y, 0
+
+
+def test_long_signal_in_chunks_keeps_length_and_samples(small_enhancer):
+    identity = _IdentityEnhancer(small_enhancer.config, small_enhancer.params)
+    long = _noisy_speech(2.3, 7)  # 288 frames at hop 128: five chunks of the 64-frame bucket
+    out = identity.enhance([long, long[:5000]], 16000, buckets=(64,), overlap_frames=8)
+    assert [o.shape for o in out] == [long.shape, (5000,)]
+    np.testing.assert_allclose(out[0], long, atol=1e-5)  # normalisation, chunking and join undone
+    # Unchunked and padded to the bucket: exact up to the first padded frame's window (as in
+    # the reference, which also inverts its padded spectrogram).
+    exact = 40 * 128 - 510 // 2  # frame 40 (the first padded one) starts here (n_fft 510)
+    np.testing.assert_allclose(out[1][:exact], long[:exact], atol=1e-5)
+
+
+def test_twenty_random_lengths_compile_few_programs(small_enhancer):
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(300, 20000, size=20)  # 0.02 s to 1.25 s; > 1.02 s is chunked
+    waves = [_noisy_speech(n / 16000, int(n)) for n in lengths]
+    before = small_enhancer.compiled_programs
+    out = small_enhancer.enhance(waves, 16000, sampler="pc", corrector="none", num_steps=1,
+                                 buckets=(64, 128), batch_size=4, seed=1)
+    assert small_enhancer.compiled_programs - before <= 2  # one per bucket, whatever the lengths
+    assert [o.shape for o in out] == [w.shape for w in waves]
+    assert all(np.all(np.isfinite(o)) for o in out)
+    # The chunked signals got a real estimate, not silence or the input.
+    long = [i for i, w in enumerate(waves) if len(w) > 127 * 128]
+    assert long and all(0.1 < np.std(out[i]) and not np.allclose(out[i], waves[i]) for i in long)
+
+
+def test_batches_are_sharded_over_local_devices_with_the_same_result(sgmse_fixtures):
+    # The device count is fixed when JAX starts, hence a subprocess with 4 forced host devices.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np
+        from diffrestore import Enhancer
+        assert jax.local_device_count() == 4
+        ckpt = {str(sgmse_fixtures / "sgmse_small.ckpt")!r}
+        rng = np.random.default_rng(0)
+        waves = [rng.normal(size=n).astype(np.float32) * 0.1 for n in (4000, 6000, 7000)]
+        opts = dict(sampler="pc", corrector="none", num_steps=2, seed=3, batch_size=3, buckets=(64,))
+        four = Enhancer.from_checkpoint(ckpt)
+        one = Enhancer.from_checkpoint(ckpt, devices=jax.local_devices()[:1])
+        x, _ = four.sample_spectrograms(np.zeros((4, 1, 256, 64), np.complex64) + 0.1, sampler="pc",
+                                        corrector="none", num_steps=1)
+        assert len(x.sharding.device_set) == 4, x.sharding
+        a, b = four.enhance(waves, 16000, **opts), one.enhance(waves, 16000, **opts)
+        print("maxdiff", max(float(np.max(np.abs(u - v))) for u, v in zip(a, b)))
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert float(proc.stdout.split("maxdiff")[1]) < 1e-5

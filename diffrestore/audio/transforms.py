@@ -104,14 +104,17 @@ def to_audio(spec: jnp.ndarray, cfg: SpectrogramConfig, length: int | None = Non
     return istft(spec_backward(spec, cfg), cfg.n_fft, cfg.hop_length, cfg.window_array(), length)
 
 
-def pad_frames(spec: jnp.ndarray, multiple: int = 64, mode: str = "zero") -> jnp.ndarray:
-    """Pads the last (frame) axis up to a multiple of `multiple` (the U-Net needs 2^6 | T).
+def pad_frames(spec: jnp.ndarray, multiple: int = 64, mode: str = "zero", *, size: int | None = None) -> jnp.ndarray:
+    """Pads the last (frame) axis up to a multiple of `multiple` (the U-Net needs 2^6 | T),
+    or up to exactly `size` frames when given (a length bucket).
 
     mode: "zero" (the reference's default for ncsnpp), "reflection" (used for ncsnpp_v2 and
     ncsnpp_48k by the reference's enhancement script) or "replication".
     """
     n = spec.shape[-1]
-    extra = (-n) % multiple
+    if size is not None and size < n:
+        raise ValueError(f"cannot pad {n} frames to {size}")
+    extra = (-n) % multiple if size is None else size - n
     if extra == 0:
         return spec
     widths = [(0, 0)] * (spec.ndim - 1) + [(0, extra)]
