@@ -73,8 +73,14 @@ def main_train(argv=None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("diffrestore").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
+    from diffrestore.train.distributed import initialize_if_needed
     from diffrestore.train.loop import NonFiniteLossError
 
+    try:
+        initialize_if_needed()  # before any device is touched: a multi-process job connects here
+    except ValueError as e:
+        print(f"diffrestore train: {e}", file=sys.stderr)
+        return 2
     try:
         result = train_and_evaluate(config, workdir)
     except NonFiniteLossError as e:

@@ -85,7 +85,7 @@ def _restore(manager, step: int, abstract_state: TrainState, state_sharding: Tra
             opt_state=ocp.args.StandardRestore(target.opt_state),
         ),
     )
-    step_array = jax.device_put(np.int32(step), mesh_lib.replicated(mesh))
+    step_array = mesh_lib.replicate(np.int32(step), mesh)
     return TrainState(step=step_array, params=restored["params"], ema_params=restored["ema_params"], opt_state=restored["opt_state"])
 
 
@@ -222,7 +222,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
         # ---- update step: compiled ahead of time (to log the compile time) for the sharded
         # state, the batch split over `data`, and the replicated rng.
-        train_rng = jax.device_put(train_rng, mesh_lib.replicated(mesh))
+        train_rng = mesh_lib.replicate(train_rng, mesh)
         batch = mesh_lib.global_batch(next(data_iter), mesh)
         train_step, compile_seconds = programs.compiled_step(state, batch, train_rng)
         flops = _flops(train_step)

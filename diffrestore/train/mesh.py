@@ -46,6 +46,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def replicate(value, mesh: Mesh):
+    """`value` (the same on every process: a key, a step count) as one array replicated on the
+    whole mesh. `jax.device_put` cannot do this across processes (it would have to write to
+    other hosts' devices); a jitted identity with replicated output places each process's own
+    copy on its own devices."""
+    return jax.jit(lambda x: x, out_shardings=replicated(mesh))(value)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over `data`, the rest whole."""
     return NamedSharding(mesh, P(DATA_AXIS))
