@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 import orbax.checkpoint as ocp
 
 from diffrestore import config as config_lib
@@ -75,5 +76,12 @@ def restore_ema_params(run_dir, step: int | None = None):
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{run_dir}/{CHECKPOINT_DIR}: no checkpoint step found")
-        restored = manager.restore(step, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore()))
+        # Restore onto this process's first device whatever mesh wrote the checkpoint (8 GPUs,
+        # FSDP, ...): the saved shardings name devices this process may not have.
+        # (The checkpoint's own metadata carries those shardings, so the shapes come from the config.)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), config_lib.abstract_params(config)
+        )
+        restored = manager.restore(step, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(target)))
     return config, restored["ema_params"], step

@@ -42,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.l1_weight = 0.001
     c.model.t_eps = 0.03
     c.model.dtype = "float32"  # compute dtype of convolutions/matmuls: float32 or bfloat16
+    c.model.remat = "none"  # rematerialise blocks in training: none | full | dots | dots_no_batch
 
     c.sde = ml_collections.ConfigDict()
     c.sde.name = "ouve"
@@ -117,7 +118,17 @@ def build_backbone(config):
     from diffrestore.models import build_backbone as _build
 
     kwargs = dict(config.model.backbone_kwargs.to_dict())
-    return _build(config.model.backbone, dtype=compute_dtype(config), **kwargs)
+    return _build(config.model.backbone, dtype=compute_dtype(config), remat=config.model.get("remat", "none"), **kwargs)
+
+
+def abstract_params(config):
+    """The network's parameter tree as jax.ShapeDtypeStructs (no memory, no compilation)."""
+    import jax
+
+    module = build_backbone(config)
+    x = jax.ShapeDtypeStruct((1, 1, spectrogram_config(config).num_freqs, int(config.data.num_frames)), jnp.complex64)
+    t = jax.ShapeDtypeStruct((1,), jnp.float32)
+    return jax.eval_shape(lambda x, t: module.init(jax.random.key(0), x, x, t)["params"], x, t)
 
 
 def build_model_fn(config, module=None):

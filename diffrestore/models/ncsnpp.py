@@ -22,10 +22,10 @@ Layout: the network runs NHWC, (B, F, T, C), on the four real channels
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Iterator, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -291,10 +291,15 @@ class NCSNpp(nn.Module):
     Attributes:
       config: the validated options (`make_config`).
       dtype: compute dtype of convolutions and matmuls; parameters stay float32.
+      remat: rematerialisation of the residual and attention blocks in training (`REMAT_POLICIES`):
+        "none", "full" (keep only each block's inputs, recompute the rest in the backward
+        pass), "dots" (keep conv/matmul outputs, recompute norms and activations),
+        "dots_no_batch". Parameters and outputs are the same for every choice.
     """
 
     config: NCSNppConfig
     dtype: Any = jnp.float32
+    remat: str = "none"
 
     def _check_shapes(self, x, y, t):
         cfg = self.config
@@ -325,7 +330,7 @@ class NCSNpp(nn.Module):
         self._check_shapes(x, y, t)
         act = L.get_act(cfg.nonlinearity)
         plan = _Cursor(layer_plan(cfg))
-        blocks = _Blocks(cfg, act, self.dtype, train)
+        blocks = _Blocks(cfg, act, self.dtype, train, self.remat)
         t = t.astype(jnp.float32)
 
         # (B, 1, F, T) complex -> (B, F, T, 4) real, channels as the reference concatenates them.
@@ -462,26 +467,38 @@ class _Blocks:
     act: Any
     dtype: Any
     train: bool
+    remat: str = "none"
+
+    def _maybe_remat(self, cls, **static):
+        """`cls`, or `cls` under nn.remat with the chosen policy. The module keeps its name, so
+        parameter names and the torch import do not depend on the choice."""
+        if self.remat == "none":
+            return cls
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)} or 'none', not {self.remat!r}")
+        return nn.remat(cls, policy=REMAT_POLICIES[self.remat], **static)
 
     def resblock(self, spec: Layer):
         """A residual block; call it as block(h, temb)."""
-        return functools.partial(self._resblock(spec), train=self.train)
+        block = self._resblock(spec)
+        return lambda h, temb: block(h, temb, self.train)
 
     def _resblock(self, spec: Layer):
         cfg = self.cfg
+        # static_argnums counts `self`: 3 is `train`, a Python bool that selects code paths.
         if cfg.resblock_type == "ddpm":
-            return L.ResnetBlockDDPM(
+            return self._maybe_remat(L.ResnetBlockDDPM, static_argnums=(3,))(
                 self.act, out_ch=spec.out_ch, temb_dim=cfg.temb_dim, dropout=cfg.dropout,
                 skip_rescale=cfg.skip_rescale, init_scale=cfg.init_scale, dtype=self.dtype, name=spec.name,
             )
-        return L.ResnetBlockBigGAN(
+        return self._maybe_remat(L.ResnetBlockBigGAN, static_argnums=(3,))(
             self.act, out_ch=spec.out_ch, temb_dim=cfg.temb_dim, up=spec.up, down=spec.down,
             dropout=cfg.dropout, fir=cfg.fir, fir_kernel=cfg.fir_kernel, skip_rescale=cfg.skip_rescale,
             init_scale=cfg.init_scale, dtype=self.dtype, name=spec.name,
         )
 
     def attn(self, spec: Layer):
-        return L.AttnBlock(
+        return self._maybe_remat(L.AttnBlock)(
             skip_rescale=self.cfg.skip_rescale, init_scale=spec.init_scale, dtype=self.dtype, name=spec.name
         )
 
@@ -495,18 +512,29 @@ class _Blocks:
 # ----------------------------------------------------------------------------- public API
 
 
-def build_backbone(name: str, dtype=jnp.float32, **kwargs) -> NCSNpp:
+# Which intermediate values a rematerialised block keeps for the backward pass (None: none).
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def build_backbone(name: str, dtype=jnp.float32, remat: str = "none", **kwargs) -> NCSNpp:
     """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k").
 
     Args:
       name: backbone name as registered in the reference.
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
+      remat: rematerialisation policy of the blocks ("none", "full", "dots", "dots_no_batch").
       **kwargs: the reference constructor's keyword arguments; missing ones take that
         backbone's defaults (`DEFAULTS[name]`).
     Raises:
       ValueError: unknown backbone or invalid value; TypeError: unknown keyword.
     """
-    return NCSNpp(make_config(name, **kwargs), dtype=dtype)
+    if remat != "none" and remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)} or 'none', not {remat!r}")
+    return NCSNpp(make_config(name, **kwargs), dtype=dtype, remat=remat)
 
 
 def backbone_kwargs(name: str, hparams: Mapping) -> dict:

@@ -28,6 +28,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     t.eval_num_steps = 30  # reverse steps at validation (the reference uses sde.N)
     t.num_eval_examples = 2  # enhanced examples written to TensorBoard (audio + spectrogram)
     t.tensorboard = True
+    t.compilation_cache_dir = ""  # persistent XLA cache (e.g. ~/.cache/diffrestore/xla); "" = JAX's default (off)
     return t
 
 
@@ -47,7 +48,8 @@ def optim_defaults() -> ml_collections.ConfigDict:
 
 def mesh_defaults() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
-    m.data = -1  # all devices
+    m.data = -1  # data parallel: the remaining devices (state replicated over this axis)
+    m.fsdp = 1  # fully sharded: parameters, EMA and optimizer state split over this many devices
     return m
 
 

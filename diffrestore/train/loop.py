@@ -177,6 +177,7 @@ def train_and_evaluate(config, workdir) -> dict:
     started = time.perf_counter()
     workdir = pathlib.Path(workdir)
     t = config.training
+    enable_compilation_cache(t.get("compilation_cache_dir", ""))
     is_main = jax.process_index() == 0
     if is_main:
         checkpoint.write_config(workdir, config)
@@ -268,8 +269,11 @@ def train_and_evaluate(config, workdir) -> dict:
             )
             if do_ckpt:
                 last_saved = _save(manager, state)
+            if do_eval:
+                # Every process gathers FSDP-sharded EMA weights (a collective); process 0 evaluates.
+                ema_params = state.ema_params if mesh.shape.get("fsdp", 1) == 1 else mesh_lib.replicate(state.ema_params, mesh)
             if validation is not None and do_eval:
-                scores = validation(step, state.ema_params)
+                scores = validation(step, ema_params)
                 log.info("validation at step %d: %s", step, "  ".join(f"{k} {v:.3f}" for k, v in sorted(scores.items())))
                 record.update(scores)
                 progress.restart_clock(step)  # validation time is not training throughput
@@ -284,6 +288,22 @@ def train_and_evaluate(config, workdir) -> dict:
         manager.wait_until_finished()
         manager.close()
         writer.close()
+
+
+def enable_compilation_cache(directory: str) -> None:
+    """Keeps compiled programs in `directory` across runs (a resumed or repeated job starts
+    without recompiling). Empty: leave JAX's setting alone (it honours
+    JAX_COMPILATION_CACHE_DIR itself)."""
+    if not directory:
+        return
+    path = pathlib.Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Cache every program that took a second to compile, whatever its size: the training step
+    # and the validation sampler are the ones that matter.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    log.info("compilation cache: %s", path)
 
 
 def _time_is_up(deadline: float, step: int, log_every: int) -> bool:

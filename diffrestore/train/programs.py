@@ -38,8 +38,9 @@ class TrainPrograms:
       mesh: the device mesh.
       module, tx, schedule: the Flax backbone, the optax transformation and lr(count).
       abstract_state: shapes and dtypes of the TrainState (no memory).
-      state_sharding: NamedSharding per leaf of the state (replicated today).
-      batch_sharding: the batch's sharding (leading axis over `data`).
+      state_sharding: NamedSharding per leaf of the state (split over `fsdp`, see
+        `mesh.state_shardings`; replicated when fsdp = 1).
+      batch_sharding: the batch's sharding (leading axis over `data` x `fsdp`).
       init: jitted `init(rng) -> TrainState` with the state's out_shardings (see `initialize`).
       train_step: jitted `train_step(state, batch, base_rng) -> (state, measurements)`, state donated.
     """
@@ -73,6 +74,33 @@ class TrainPrograms:
             self._compiled_init = self.init.lower(rng).compile(compiler_options=options)
             log.info("compiled the initialisation in %.1f s", time.perf_counter() - start)
         return self._compiled_init(rng)
+
+    def abstract_step_args(self, global_batch_size: int, num_samples: int):
+        """(state, batch, rng) as jax.ShapeDtypeStructs with their shardings: what the step is
+        compiled for, without allocating anything."""
+        state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self.abstract_state, self.state_sharding
+        )
+        wave = jax.ShapeDtypeStruct((global_batch_size, num_samples), jax.numpy.float32, sharding=self.batch_sharding)
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(self.mesh))
+        return state, {"clean": wave, "noisy": wave}, rng
+
+    def compile_step_abstract(self, global_batch_size: int, num_samples: int):
+        """Compiles the update step ahead of time from shapes alone (no parameters, no data).
+
+        For checking that a config fits and what it costs before a long job, and for
+        benchmarks: the result has `.cost_analysis()` (FLOPs) and `.memory_analysis()`
+        (bytes per device). Returns (compiled, seconds it took).
+
+        Args:
+          global_batch_size: examples per step over all devices.
+          num_samples: waveform samples per example ((num_frames - 1) * hop_length in training).
+        """
+        start = time.perf_counter()
+        compiled = self.train_step.lower(*self.abstract_step_args(global_batch_size, num_samples)).compile()
+        seconds = time.perf_counter() - start
+        log.info("compiled the train step ahead of time in %.1f s", seconds)
+        return compiled, seconds
 
     def compiled_step(self, state, batch, base_rng):
         """The update step compiled ahead of time for these arguments, and the seconds it took
@@ -110,7 +138,7 @@ def build_programs(config, mesh) -> TrainPrograms:
     # parameters are created where they live and never gathered on one device.
     abstract_state = jax.eval_shape(init_fn, jax.random.key(0))
     replicated = mesh_lib.replicated(mesh)
-    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    state_sharding = mesh_lib.state_shardings(abstract_state, mesh)
     batch_sharding = mesh_lib.batch_sharding(mesh)
     train_step = jax.jit(
         make_train_step(config, module=module, tx=tx, schedule=schedule),
