@@ -7,8 +7,10 @@ follow the PyTorch reference (`GroupNorm_0`, `Conv_0`, `Dense_0`, `NIN_0`, ...) 
 Precision: parameters are float32; convolutions and matmuls run in `dtype`; GroupNorm
 statistics and everything touching the time embedding run in float32.
 
-The FIR resampling of StyleGAN2 (`upfirdn2d`) is one depthwise `lax.conv_general_dilated`:
-zero insertion is `lhs_dilation`, decimation is `window_strides`.
+The FIR resampling of StyleGAN2 (`upfirdn2d`) runs as two 1-D passes (the kernels are outer
+products of 1-D taps): zero insertion and padding are one `lax.pad`, the filter a weighted
+sum of a few shifted (strided, when decimating) slices. XLA fuses that into one loop; the
+equivalent depthwise convolution with `lhs_dilation` was ~100x slower than a 3x3 conv on CPU.
 """
 from __future__ import annotations
 
@@ -146,7 +148,7 @@ def setup_kernel(k: Sequence) -> np.ndarray:
 
 
 def upfirdn2d(x, kernel: np.ndarray, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)):
-    """StyleGAN2's upfirdn2d on NHWC as one depthwise convolution.
+    """StyleGAN2's upfirdn2d on NHWC.
 
     Upsample by zero insertion, pad (pad0, pad1) on both spatial axes, convolve (true
     convolution, i.e. the kernel flipped) with `kernel`, keep every `down`-th sample.
@@ -157,6 +159,52 @@ def upfirdn2d(x, kernel: np.ndarray, up: int = 1, down: int = 1, pad: tuple[int,
     Returns:
       (B, (H·up + pad0 + pad1 − kh) // down + 1, (W·up + ...) // down + 1, C).
     """
+    separable = _separate(kernel)
+    if separable is None:
+        return _upfirdn2d_conv(x, kernel, up, down, pad)
+    taps_h, taps_w = separable
+    x = _upfirdn_1d(x, taps_h, axis=1, up=up, down=down, pad=pad)
+    return _upfirdn_1d(x, taps_w, axis=2, up=up, down=down, pad=pad)
+
+
+def _separate(kernel: np.ndarray):
+    """(taps along H, taps along W) with outer(taps_h, taps_w) == kernel, or None if the
+    kernel is not an outer product (then the 2-D path is used)."""
+    kernel = np.asarray(kernel, np.float64)
+    row = int(np.argmax(np.max(np.abs(kernel), axis=1)))
+    col = int(np.argmax(np.abs(kernel[row])))
+    pivot = kernel[row, col]
+    if pivot == 0:
+        return None
+    taps_h, taps_w = kernel[:, col] / pivot, kernel[row]
+    if not np.allclose(np.outer(taps_h, taps_w), kernel, rtol=1e-6, atol=1e-9 * abs(pivot)):
+        return None
+    return taps_h, taps_w
+
+
+def _upfirdn_1d(x, taps: np.ndarray, axis: int, up: int, down: int, pad: tuple[int, int]):
+    """upfirdn along one axis: zero insertion + padding in one `lax.pad` (negative pads crop),
+    then out[j] = Σ_t taps[L−1−t] · z[j·down + t] as shifted, strided slices."""
+    p0, p1 = pad
+    config = [(0, 0, 0)] * x.ndim
+    # Interior padding inserts up−1 zeros between samples; upfirdn also appends them after the last.
+    config[axis] = (p0, p1 + up - 1, up - 1)
+    z = lax.pad(x, jnp.zeros((), x.dtype), config)
+    length = len(taps)
+    out_len = (z.shape[axis] - length) // down + 1
+    flipped = taps[::-1]
+    out = None
+    for t, weight in enumerate(flipped):
+        if weight == 0:
+            continue
+        part = lax.slice_in_dim(z, t, t + (out_len - 1) * down + 1, stride=down, axis=axis) * float(weight)
+        out = part if out is None else out + part
+    return out
+
+
+def _upfirdn2d_conv(x, kernel: np.ndarray, up: int, down: int, pad: tuple[int, int]):
+    """upfirdn2d for a non-separable kernel: one depthwise convolution, zero insertion as
+    `lhs_dilation`, decimation as `window_strides`."""
     c = x.shape[-1]
     kh, kw = kernel.shape
     # lax correlates; upfirdn2d convolves.
