@@ -81,7 +81,7 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
     multi_out, _ = multi.communicate(timeout=900)
     assert single.returncode == 0, single.stdout + single.stderr
     assert multi.returncode == 0, multi_out
-    assert "mesh {'data': 4}, 2 process(es)" in multi_out  # really 2 processes sharing a 4-device mesh
+    assert "mesh {'data': 4, 'fsdp': 1}, 2 process(es)" in multi_out  # really 2 processes sharing a 4-device mesh
 
     one, two = _losses(tmp_path / "one_by_four"), _losses(tmp_path / "two_by_two")
     assert sorted(one) == sorted(two) == [1, 2, 3]
