@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --config configs/sgmse_vbd.py --out throughput.json
     python benchmarks/throughput.py --config configs/sgmse_vbd.py --override model.dtype=bfloat16 \
         --override training.batch_size=32 --what train
+    python benchmarks/throughput.py --what forward --override model.backbone_kwargs.fir=False
 
 Measures, with random parameters and random batches of the config's shapes (throughput does
 not depend on the values):
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -65,9 +67,12 @@ def load_config(path: str, overrides: list[str]):
         *groups, field = key.split(".")
         for g in groups:
             node = node[g]
-        if field not in node:
+        if field not in node and groups[-1:] != ["backbone_kwargs"]:
+            # backbone_kwargs holds only what differs from the backbone's defaults; any of
+            # the backbone's constructor arguments may be added (checked when it is built).
             raise ValueError(f"--override {item!r}: the config has no field {key}")
-        node[field] = value
+        with node.unlocked() if hasattr(node, "unlocked") else contextlib.nullcontext():
+            node[field] = value
     return config
 
 
