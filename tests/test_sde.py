@@ -28,6 +28,20 @@ def test_sbve_matches_reference(sgmse_fixtures):
     assert _rel(std, ref["std"]) <= 1e-5
 
 
+@pytest.mark.parametrize("sde", [SBVESDE(k=2.6, c=0.4), SBVPSDE()])
+@pytest.mark.parametrize("as_array", [np.asarray, jnp.asarray])
+def test_bridge_is_finite_at_the_end_of_the_interval(sde, as_array):
+    # At t = T the bridge sits on y with std 0; σ̄_T is sqrt(eps), never the NaN of a square
+    # root of a difference that rounded below zero (whatever computes the powers of t).
+    t = as_array(np.linspace(0.9, 1.0, 11, dtype=np.float32))
+    _, _, sigma_bar, *_ = sde.sigmas_alphas(t)
+    assert np.all(np.isfinite(np.asarray(sigma_bar)))
+    np.testing.assert_allclose(float(np.asarray(sigma_bar)[-1]), np.sqrt(sde.eps), rtol=1e-3)
+    x0, y = np.zeros((11, 1, 2, 2), np.complex64), np.ones((11, 1, 2, 2), np.complex64)
+    mean, std = sde.marginal_prob(x0, y, t)
+    assert np.all(np.isfinite(np.asarray(mean))) and np.all(np.isfinite(np.asarray(std)))
+
+
 def test_complex_normal_convention():
     z = np.asarray(complex_normal(jax.random.key(0), (200_000,)))
     assert abs(np.var(z.real) - 0.5) < 0.01 and abs(np.var(z.imag) - 0.5) < 0.01

@@ -26,10 +26,13 @@ class _Bridge:
 
     def sigmas_alphas(self, t):
         """(σ_t, σ_T, σ̄_t, α_t, α_T, ᾱ_t), each shaped like t."""
+        t = jnp.asarray(t, jnp.float32)  # a numpy t would take numpy's pow for σ_t, XLA's for σ_T
         alpha_t, sigma_t = self.alpha_sigma(t)
         alpha_T, sigma_T = self.alpha_sigma(jnp.full_like(t, self.T))
         alpha_bar = alpha_t / (alpha_T + self.eps)
-        sigma_bar = jnp.sqrt(sigma_T**2 - sigma_t**2 + self.eps)
+        # σ_T² − σ_t² is 0 at t = T in exact arithmetic but can round to −1 ulp (~1e-7, larger
+        # than eps), which made σ̄_T NaN on some CPUs; clamped, it is sqrt(eps) as in the reference.
+        sigma_bar = jnp.sqrt(jnp.maximum(sigma_T**2 - sigma_t**2, 0.0) + self.eps)
         return sigma_t, sigma_T, sigma_bar, alpha_t, alpha_T, alpha_bar
 
     def mean(self, x0, y, t):
