@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4, help="signals per batch (rounded up to a multiple of the devices)")
     p.add_argument("--buckets", default=None,
-                   help="padded frame counts, e.g. 64,128,256,512,1024,2048 (the default); longer signals are enhanced in overlapping chunks of the largest")
+                   help="padded frame counts, multiples of 64 (default: 64,128,192,256,320,384,512,640,768,1024,1280,1536,2048); longer signals are enhanced in overlapping chunks of the largest")
     p.add_argument("--overwrite", action="store_true", help="re-enhance files whose output exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_enhance)

@@ -142,6 +142,19 @@ def test_chunks_cover_and_crossfade_has_no_seam():
     assert np.max(np.abs(np.diff(joined))) < 2 * np.pi / (2 * 40)  # a hard cut would give 1.0
 
 
+def test_default_buckets_pad_little_and_match_the_reference_at_10_s():
+    from diffrestore.enhancer import DEFAULT_BUCKETS, bucket_for, check_buckets
+
+    assert check_buckets(DEFAULT_BUCKETS) == DEFAULT_BUCKETS  # sorted multiples of 64
+    # Above 2 s (256 frames) no signal is padded by more than a third of its length.
+    worst = max(bucket_for(f, DEFAULT_BUCKETS) / f for f in range(257, DEFAULT_BUCKETS[-1] + 1))
+    assert worst <= 4 / 3, worst
+    # A 10 s recording at 16 kHz (hop 128: 1251 frames) gets the reference's padding, the next
+    # multiple of 64 (sgmse pad_spec), not a doubling bucket's 2048.
+    frames = 1 + 10 * 16000 // 128
+    assert bucket_for(frames, DEFAULT_BUCKETS) == -(-frames // 64) * 64 == 1280
+
+
 class _IdentityEnhancer(Enhancer):
     """Returns the noisy spectrogram as the estimate: enhancement must give the input back."""
 
