@@ -5,23 +5,34 @@
   function of (seed, k), split over processes (`pipeline`, on tf.data).
 * `load_eval_pairs` gives the full-length validation/test examples.
 * `write_synthetic_corpus` writes a small speech-in-noise corpus from a seed (`synthetic`).
+* `default_data_config`, `crop_length`: the config's `data` group (`defaults`).
 * `tfds_builders` (imported explicitly: it imports TensorFlow) has the TFDS builders.
 
-Importing this package does not import TensorFlow; building a dataset does, with GPUs hidden.
+Importing this package imports nothing else: each name loads its module on first use, so
+loading a config needs neither TensorFlow nor soundfile (the GPU benchmark machines have
+neither), and building a dataset imports TensorFlow with GPUs hidden.
 """
-from diffrestore.data.pairs import AUDIO_EXTENSIONS, DataError, Pair, audio_info, find_pairs, list_audio_files, pair_folders
-from diffrestore.data.pipeline import (
-    EvalPair,
-    crop_length,
-    default_data_config,
-    load_eval_pairs,
-    make_train_dataset,
-    make_train_iterator,
-)
-from diffrestore.data.synthetic import write_synthetic_corpus
+import importlib
 
-__all__ = [
-    "AUDIO_EXTENSIONS", "DataError", "EvalPair", "Pair", "audio_info", "crop_length", "default_data_config",
-    "find_pairs", "list_audio_files", "load_eval_pairs", "make_train_dataset", "make_train_iterator",
-    "pair_folders", "write_synthetic_corpus",
-]
+_MODULE_OF = {
+    "AUDIO_EXTENSIONS": "pairs", "DataError": "pairs", "Pair": "pairs", "audio_info": "pairs",
+    "find_pairs": "pairs", "list_audio_files": "pairs", "pair_folders": "pairs",
+    "EvalPair": "pipeline", "load_eval_pairs": "pipeline", "make_train_dataset": "pipeline",
+    "make_train_iterator": "pipeline",
+    "crop_length": "defaults", "default_data_config": "defaults",
+    "write_synthetic_corpus": "synthetic",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'diffrestore.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"diffrestore.data.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -22,10 +22,10 @@ import functools
 import logging
 import zlib
 
-import ml_collections
 import numpy as np
 
 from diffrestore.data import mixing
+from diffrestore.data.defaults import crop_length, default_data_config  # noqa: F401  (re-exported)
 from diffrestore.data.corpus import FileStore, MemoryStore, estimate_nbytes, load_store
 from diffrestore.data.pairs import LAYOUTS, DataError, audio_infos, check_pairs, find_pairs, read_mono
 
@@ -41,42 +41,6 @@ _TAG_FILE, _TAG_CROP, _TAG_NOISE, _TAG_NOISE_START, _TAG_SNR, _TAG_RIR, _TAG_RIR
 _SEED_SALT = 0x64696666  # second word of the base seed ("diff"): keeps our streams apart from
 # other users of the same integer seed.
 _EVAL_MIX_SEED = 20240  # validation/test mixtures are fixed: one seed for every run
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """The `data` group of a training config with the reference's defaults (VoiceBank-style
-    paired folders at 16 kHz, 256-frame crops of a 510-point STFT with hop 128)."""
-    c = ml_collections.ConfigDict()
-    c.dataset = "folder"  # folder | synthetic | mix | tfds
-    c.data_dir = ""  # folder/synthetic: corpus root with train/valid/test; mix: clean speech
-    c.layout = "default"  # default (clean, noisy) | reverb (clean|anechoic, reverb) | ears (noisy `_<snr>dB` names)
-    c.sample_rate = 16000  # Hz; files at another rate are an error, never silently resampled
-    c.n_fft = 510
-    c.hop_length = 128
-    c.num_frames = 256  # crop = (num_frames - 1) * hop_length samples (2.04 s at 16 kHz)
-    c.normalize = "noisy"  # divide clean and noisy by the peak of: noisy | clean | none
-    c.file_order = "epoch"  # epoch: every file once per epoch; uniform: files drawn with replacement
-    # On-the-fly mixing (dataset="mix").
-    c.noise_dir = ""
-    c.rir_dir = ""  # room impulse responses; "" = no reverberation
-    c.snr_db = (-5.0, 20.0)  # SNR drawn uniformly from [low, high] dB
-    c.rir_probability = 1.0  # fraction of examples reverberated when rir_dir is set
-    c.rir_max_seconds = 1.0  # impulse responses are cut after this long
-    c.mix_target = "dry"  # dry: dereverberate + denoise; reverberant: denoise only
-    # A prepared TFDS dataset (dataset="tfds"), e.g. built by diffrestore.data.tfds_builders.
-    c.tfds_name = "voicebank_demand/16k"
-    c.tfds_data_dir = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
-    # Input performance.
-    c.preload_max_mb = 4096.0  # corpora up to this size are read into memory once; larger ones are read per crop
-    c.num_workers = 0  # parallel map calls; 0 = tf.data autotune
-    c.prefetch_batches = 2
-    return c
-
-
-def crop_length(data_config) -> int:
-    """Samples per training crop: (num_frames - 1) * hop_length, the length whose centred STFT
-    has exactly num_frames frames."""
-    return (int(data_config.num_frames) - 1) * int(data_config.hop_length)
 
 
 def _get(cfg, name, default=None):
