@@ -102,7 +102,10 @@ def _timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def bench_train(config, args, peak) -> dict:
+def train_setup(config) -> dict:
+    """The config's sharded training step compiled from shapes, with a fresh state and a random
+    global batch of its crop length: {step, compile_seconds, state, batch, key, programs, mesh,
+    batch_size, samples}."""
     import jax
 
     from diffrestore.train import build_programs, global_batch, make_mesh
@@ -114,13 +117,22 @@ def bench_train(config, args, peak) -> dict:
     samples = (int(config.data.num_frames) - 1) * int(config.data.hop_length)
     programs = build_programs(config, mesh)
     step, compile_seconds = programs.compile_step_abstract(batch_size, samples)
-    flops = _flops(step)
-    state = programs.initialize(jax.random.key(0))
     rng = np.random.default_rng(jax.process_index())
     batch = global_batch(
         {"clean": 0.1 * rng.standard_normal((local, samples), np.float32),
          "noisy": 0.1 * rng.standard_normal((local, samples), np.float32)}, mesh)
-    key = jax.random.key(1)
+    return {"step": step, "compile_seconds": compile_seconds, "state": programs.initialize(jax.random.key(0)),
+            "batch": batch, "key": jax.random.key(1), "programs": programs, "mesh": mesh,
+            "batch_size": batch_size, "samples": samples}
+
+
+def bench_train(config, args, peak) -> dict:
+    import jax
+
+    setup = train_setup(config)
+    step, batch, key, state = setup["step"], setup["batch"], setup["key"], setup["state"]
+    mesh, programs, batch_size, samples = setup["mesh"], setup["programs"], setup["batch_size"], setup["samples"]
+    compile_seconds, flops = setup["compile_seconds"], _flops(step)
 
     def one():
         nonlocal state
@@ -165,7 +177,8 @@ def _frames_for(config, seconds: float) -> int:
     return -(-frames // 64) * 64
 
 
-def bench_forward(config, params, args, peak) -> dict:
+def forward_setup(config, params, seconds: float):
+    """(compiled network forward at batch 1 on `seconds` of audio, its arguments, compile s)."""
     import jax
     import jax.numpy as jnp
 
@@ -173,14 +186,21 @@ def bench_forward(config, params, args, peak) -> dict:
 
     model_fn = config_lib.build_model_fn(config)
     f = config_lib.spectrogram_config(config).num_freqs
-    frames = _frames_for(config, args.seconds)
+    frames = _frames_for(config, seconds)
     rng = np.random.default_rng(0)
     x = jnp.asarray((rng.standard_normal((1, 1, f, frames)) + 1j * rng.standard_normal((1, 1, f, frames))).astype(np.complex64))
     t = jnp.full((1,), 0.5, jnp.float32)
     start = time.perf_counter()
     compiled = jax.jit(model_fn).lower(params, x, x, t).compile()
-    compile_seconds = time.perf_counter() - start
-    call = lambda: jax.block_until_ready(compiled(params, x, x, t))
+    return compiled, (params, x, x, t), time.perf_counter() - start
+
+
+def bench_forward(config, params, args, peak) -> dict:
+    import jax
+
+    compiled, call_args, compile_seconds = forward_setup(config, params, args.seconds)
+    f, frames = call_args[1].shape[2:]
+    call = lambda: jax.block_until_ready(compiled(*call_args))
     _timed(call, args.warmup)
     seconds = _timed(call, args.repeats)
     flops = _flops(compiled)
@@ -196,6 +216,7 @@ def bench_forward(config, params, args, peak) -> dict:
 def bench_enhance(config, params, args) -> list[dict]:
     from diffrestore import Enhancer
     from diffrestore import config as config_lib
+    from diffrestore.enhancer import DEFAULT_BUCKETS, bucket_for
 
     enhancer = Enhancer(config, params)
     rate = config_lib.spectrogram_config(config).sample_rate
@@ -211,6 +232,7 @@ def bench_enhance(config, params, args) -> list[dict]:
         median = statistics.median(seconds)
         rows.append({
             "batch_size": batch_size, "seconds_of_audio_each": args.seconds, "num_steps": args.num_steps,
+            "frames": bucket_for(1 + len(waves[0]) // enhancer.spectrogram.hop_length, DEFAULT_BUCKETS),
             "network_calls": enhancer.last_network_evaluations, "devices": enhancer.mesh.size,
             "first_call_seconds": compile_seconds, "seconds_median": median, "seconds": seconds,
             "real_time_factor": median / (batch_size * args.seconds),
@@ -251,6 +273,8 @@ def run(args) -> dict:
         "compute_dtype": dtype, "remat": config.model.get("remat", "none"), **info,
         "peak_tflops_per_device": peak, "peak_source": peak_source,
     }
+    import jax
+
     what = set(args.what.split(","))
     unknown = what - {"train", "forward", "enhance"}
     if unknown:
@@ -259,6 +283,7 @@ def run(args) -> dict:
         result["train"] = bench_train(config, args, peak)
     if what & {"forward", "enhance"}:
         params = _random_params(config)
+        result["num_params"] = int(sum(leaf.size for leaf in jax.tree.leaves(params)))
         if "forward" in what:
             result["forward"] = bench_forward(config, params, args, peak)
         if "enhance" in what:
