@@ -102,7 +102,10 @@ def conv1x1(features: int, name: str, dtype: Dtype, init_scale: float = 1.0):
 class GroupNorm(nn.Module):
     """torch.nn.GroupNorm(num_groups, C, eps) on NHWC, statistics in float32.
 
-    Two-pass mean/variance (not E[x²]−E[x]²) so float32 results match PyTorch closely.
+    Two-pass mean/variance (not E[x²]−E[x]²) so float32 results match PyTorch closely. Each
+    pass sums over (H, W) per channel first and then over the channels of a group: written as
+    one reduction over (H, W, C/G) of a 5-D view, XLA:CPU ran it 2x slower (forward) and 3x
+    slower (gradient) at (1, 256, 256, 128); GroupNorm was 17 % of the SGMSE+ forward there.
     Attributes:
       num_groups: groups over the channel axis; C must be divisible by it.
       epsilon: added to the variance (the reference uses 1e-6).
@@ -122,11 +125,17 @@ class GroupNorm(nn.Module):
             raise ValueError(f"GroupNorm: {c} channels cannot form {g} groups")
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        xg = x.astype(jnp.float32).reshape(b, h, w, g, c // g)
-        mean = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=(1, 2, 4), keepdims=True)
-        y = ((xg - mean) * lax.rsqrt(var + self.epsilon)).reshape(b, h, w, c)
-        return (y * scale + bias).astype(self.dtype)
+        x = x.astype(jnp.float32)
+        per_group = h * w * (c // g)
+
+        def group_mean_per_channel(v):
+            # (B, H, W, C) -> the mean over each channel's group, broadcastable as (B, 1, 1, C).
+            sums = jnp.sum(v, axis=(1, 2)).reshape(b, g, c // g).sum(axis=-1) / per_group
+            return jnp.repeat(sums, c // g, axis=1)[:, None, None, :]
+
+        centred = x - group_mean_per_channel(x)
+        var = group_mean_per_channel(jnp.square(centred))
+        return (centred * lax.rsqrt(var + self.epsilon) * scale + bias).astype(self.dtype)
 
 
 def num_groups(channels: int) -> int:
