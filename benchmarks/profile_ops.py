@@ -14,7 +14,7 @@ classified twice, from the optimised HLO of the compiled program:
   fused with its bias and activation is a convolution;
 - by layer: the Flax module that emitted it (its name in the op's metadata without indices:
   `Conv`, `GroupNorm`, `Dense`, attention, FIR resampling, ...), split into forward and
-  backward (transposed) work for the training step.
+  backward (transposed) work for the training step; ops without metadata are named by kind.
 Prints both tables (share of the summed op time) and the slowest operations, and writes them
 as JSON to `--out`. Used to say what limits a target that is not met (benchmarks/RESULTS.md).
 """
@@ -95,6 +95,20 @@ def op_kind(name: str, instructions: dict, computations: dict, _depth: int = 0) 
     return "other" if not found else sorted(found)[0]
 
 
+def op_metadata_name(name: str, instructions: dict, computations: dict, _depth: int = 0) -> str:
+    """The op_name of an instruction, or else the first one inside the computations it calls
+    (XLA:CPU's library fusions of weight gradients carry theirs only inside)."""
+    _, called, op_name = instructions.get(name, ("", [], ""))
+    if op_name or _depth >= 4:
+        return op_name
+    for computation in called:
+        for inner in computations.get(computation, []):
+            found = op_metadata_name(inner, instructions, computations, _depth + 1)
+            if found:
+                return found
+    return ""
+
+
 def layer_of(op_name: str) -> str:
     """`jit(step)/transpose(jvp(NCSNpp))/down_1_res_0/GroupNorm_0/reduce_sum` -> `GroupNorm (backward)`."""
     parts = [p for p in op_name.split("/")[1:-1] if not p.startswith("jit(")]
@@ -134,7 +148,10 @@ def summarize(times: dict[str, float], instructions: dict, computations: dict, r
     rows = []
     for name, us in times.items():
         kind = op_kind(name, instructions, computations)
-        layer = layer_of(instructions.get(name, ("", [], ""))[2])
+        op_name = op_metadata_name(name, instructions, computations)
+        # XLA drops the metadata of some ops it makes itself (on CPU, the weight-gradient
+        # convolutions of a training step): name those by their kind.
+        layer = layer_of(op_name) if op_name else f"(no metadata) {kind}"
         by_kind[kind] += us
         by_layer[layer] += us
         rows.append({"op": name, "kind": kind, "layer": layer, "ms_per_call": us / repeats / 1e3})
