@@ -20,7 +20,9 @@ Reaches (measured on 2 shared CPU cores, 10.5 minutes end to end: ~1 min corpus 
 compilation, 8 min / ~480 steps of training at ~1.3 steps/s, ~1.5 min enhancing): the loss
 falls from 0.058 to ~0.001 within 150 steps; on the 6 held-out test files the bridge ODE in
 8 steps takes SI-SDR from 3.0 to 6.7 dB, PESQ from 1.12 to 1.37, ESTOI from 0.517 to 0.533,
-with the noise above the speech band removed (WORKDIR/spectrograms.png).
+with the noise above the speech band removed (WORKDIR/spectrograms.png). On a 2-core Intel
+Xeon VM (2026-11-24, commit c6ec0db) the 8 minutes gave 1751 steps (~3.7 steps/s) and
+SI-SDR 7.1 dB, PESQ 1.46, ESTOI 0.591 (9 min 14 s end to end).
 
 `get_config("sgmse")` gives the SGMSE+ (score matching, OUVE) variant of the same network
 for comparison; it needs much longer to enhance.
