@@ -41,6 +41,11 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
 
+def hlo_module_name(text: str) -> str:
+    """The module's name (first line `HloModule NAME, ...`): what trace events call it."""
+    return re.match(r"HloModule\s+([\w.\-]+)", text).group(1)
+
+
 def parse_hlo(text: str) -> tuple[dict, dict]:
     """Optimised HLO text -> ({instruction: (opcode, called computations, op_name)},
     {computation: [instruction names]})."""
@@ -76,17 +81,25 @@ def _kind_of_opcode(opcode: str) -> str | None:
     return None
 
 
+_MAX_NESTING = 4  # fusions inside fusions; deeper than this HLO does not go in practice
+
+
+def _inner(name: str, instructions: dict, computations: dict):
+    """The instructions of the computations that `name` calls (a fusion's body, a reduce's
+    reducer)."""
+    for computation in instructions.get(name, ("", [], ""))[1]:
+        yield from computations.get(computation, [])
+
+
 def op_kind(name: str, instructions: dict, computations: dict, _depth: int = 0) -> str:
     """The heaviest kind of work an instruction (or the computation it calls) does."""
-    opcode, called, _ = instructions.get(name, ("other", [], ""))
+    opcode = instructions.get(name, ("other", [], ""))[0]
     kind = _kind_of_opcode(opcode)
     if kind:
         return kind
     found = set()
-    if _depth < 4:
-        for computation in called:
-            for inner in computations.get(computation, []):
-                found.add(op_kind(inner, instructions, computations, _depth + 1))
+    if _depth < _MAX_NESTING:
+        found = {op_kind(i, instructions, computations, _depth + 1) for i in _inner(name, instructions, computations)}
     for kind in KIND_ORDER[:3]:
         if kind in found:
             return kind
@@ -98,15 +111,11 @@ def op_kind(name: str, instructions: dict, computations: dict, _depth: int = 0) 
 def op_metadata_name(name: str, instructions: dict, computations: dict, _depth: int = 0) -> str:
     """The op_name of an instruction, or else the first one inside the computations it calls
     (XLA:CPU's library fusions of weight gradients carry theirs only inside)."""
-    _, called, op_name = instructions.get(name, ("", [], ""))
-    if op_name or _depth >= 4:
+    op_name = instructions.get(name, ("", [], ""))[2]
+    if op_name or _depth >= _MAX_NESTING:
         return op_name
-    for computation in called:
-        for inner in computations.get(computation, []):
-            found = op_metadata_name(inner, instructions, computations, _depth + 1)
-            if found:
-                return found
-    return ""
+    inner_names = (op_metadata_name(i, instructions, computations, _depth + 1) for i in _inner(name, instructions, computations))
+    return next((n for n in inner_names if n), "")
 
 
 def layer_of(op_name: str) -> str:
@@ -118,8 +127,9 @@ def layer_of(op_name: str) -> str:
     return f"{layer} (backward)" if backward else layer
 
 
-def trace_op_times(trace_dir: str, module_prefix: str) -> dict[str, float]:
-    """Summed microseconds per HLO op of the modules named module_prefix* in a Perfetto trace.
+def trace_op_times(trace_dir: str, module_name: str) -> dict[str, float]:
+    """Summed microseconds per HLO op of the module `module_name` in a Perfetto trace (events
+    whose module name starts with it, in case a backend appends an id).
 
     Device events are used where the trace has a device (GPU kernels); otherwise the host's.
     """
@@ -134,7 +144,7 @@ def trace_op_times(trace_dir: str, module_prefix: str) -> dict[str, float]:
         args = e.get("args") or {}
         if e.get("ph") != "X" or "hlo_op" not in args:
             continue
-        if not str(args.get("hlo_module", "")).startswith(module_prefix):
+        if not str(args.get("hlo_module", "")).startswith(module_name):
             continue
         if device_pids and e["pid"] not in device_pids:
             continue
@@ -169,12 +179,12 @@ def _table(title: str, rows: list[dict], limit: int = 12) -> str:
 
 
 def compiled_program(config, args):
-    """(compiled executable, its arguments, module name prefix) for --what."""
+    """(compiled executable, its arguments) for --what."""
     if args.what == "forward":
         compiled, call_args, _ = throughput.forward_setup(config, throughput._random_params(config), args.seconds)
-        return compiled, call_args, "jit_model_fn"
+        return compiled, call_args
     setup = throughput.train_setup(config)
-    return setup["step"], (setup["state"], setup["batch"], setup["key"]), "jit_"
+    return setup.step, (setup.state, setup.batch, setup.key)
 
 
 def run(args) -> dict:
@@ -183,8 +193,9 @@ def run(args) -> dict:
     config = throughput.load_config(args.config, args.override)
     if args.batch_size:
         config.training.batch_size = args.batch_size
-    compiled, call_args, module_prefix = compiled_program(config, args)
-    instructions, computations = parse_hlo(compiled.as_text())
+    compiled, call_args = compiled_program(config, args)
+    hlo_text = compiled.as_text()
+    instructions, computations = parse_hlo(hlo_text)
 
     def call():
         nonlocal call_args
@@ -201,7 +212,7 @@ def run(args) -> dict:
             for _ in range(args.repeats):
                 call()
         wall = (time.perf_counter() - start) / args.repeats
-        times = trace_op_times(trace_dir, module_prefix)
+        times = trace_op_times(trace_dir, hlo_module_name(hlo_text))
     if not times:
         raise RuntimeError("the trace holds no XLA operations of the program (profiler not supported here?)")
     result = {

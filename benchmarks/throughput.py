@@ -31,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -102,49 +103,61 @@ def _timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def train_setup(config) -> dict:
-    """The config's sharded training step compiled from shapes, with a fresh state and a random
-    global batch of its crop length: {step, compile_seconds, state, batch, key, programs, mesh,
-    batch_size, samples}."""
+class TrainSetup(NamedTuple):
+    """A config's sharded training step compiled from shapes, ready to call as
+    `step(state, batch, key)`, and what it was built from."""
+
+    step: Any
+    compile_seconds: float
+    state: Any
+    batch: Any
+    key: Any
+    programs: Any
+    mesh: Any
+
+
+def train_setup(config) -> TrainSetup:
+    """Compiles the config's training step and makes a fresh state and one random global batch
+    of its crop length (throughput does not depend on the values)."""
     import jax
 
+    from diffrestore.data.defaults import crop_length
     from diffrestore.train import build_programs, global_batch, make_mesh
     from diffrestore.train.mesh import check_batch_size
 
     mesh = make_mesh(config.mesh)
     batch_size = int(config.training.batch_size)
     local = check_batch_size(batch_size, mesh)
-    samples = (int(config.data.num_frames) - 1) * int(config.data.hop_length)
+    samples = crop_length(config.data)
     programs = build_programs(config, mesh)
     step, compile_seconds = programs.compile_step_abstract(batch_size, samples)
     rng = np.random.default_rng(jax.process_index())
     batch = global_batch(
         {"clean": 0.1 * rng.standard_normal((local, samples), np.float32),
          "noisy": 0.1 * rng.standard_normal((local, samples), np.float32)}, mesh)
-    return {"step": step, "compile_seconds": compile_seconds, "state": programs.initialize(jax.random.key(0)),
-            "batch": batch, "key": jax.random.key(1), "programs": programs, "mesh": mesh,
-            "batch_size": batch_size, "samples": samples}
+    return TrainSetup(step, compile_seconds, programs.initialize(jax.random.key(0)), batch,
+                      jax.random.key(1), programs, mesh)
 
 
 def bench_train(config, args, peak) -> dict:
     import jax
 
     setup = train_setup(config)
-    step, batch, key, state = setup["step"], setup["batch"], setup["key"], setup["state"]
-    mesh, programs, batch_size, samples = setup["mesh"], setup["programs"], setup["batch_size"], setup["samples"]
-    compile_seconds, flops = setup["compile_seconds"], _flops(step)
+    step, state = setup.step, setup.state
+    batch_size, samples = setup.batch["clean"].shape
+    flops = _flops(step)
 
     def one():
         nonlocal state
-        state, measurements = step(state, batch, key)
+        state, measurements = step(state, setup.batch, setup.key)
         jax.block_until_ready(measurements)
 
     _timed(one, args.warmup)
     seconds = _timed(one, args.steps)
     steps_per_sec = 1.0 / statistics.median(seconds)
     result = {
-        "global_batch_size": batch_size, "mesh": dict(mesh.shape), "num_params": programs.num_params,
-        "input_shape": [batch_size, samples], "compile_seconds": compile_seconds,
+        "global_batch_size": batch_size, "mesh": dict(setup.mesh.shape), "num_params": setup.programs.num_params,
+        "input_shape": [batch_size, samples], "compile_seconds": setup.compile_seconds,
         "steps_per_sec": steps_per_sec, "examples_per_sec": steps_per_sec * batch_size,
         "step_seconds": seconds, "flops_per_step_per_device": flops,
     }
@@ -216,7 +229,7 @@ def bench_forward(config, params, args, peak) -> dict:
 def bench_enhance(config, params, args) -> list[dict]:
     from diffrestore import Enhancer
     from diffrestore import config as config_lib
-    from diffrestore.enhancer import DEFAULT_BUCKETS, bucket_for
+    from diffrestore.enhancer import DEFAULT_BUCKETS, bucket_for  # the Enhancer's default table
 
     enhancer = Enhancer(config, params)
     rate = config_lib.spectrogram_config(config).sample_rate
@@ -232,7 +245,7 @@ def bench_enhance(config, params, args) -> list[dict]:
         median = statistics.median(seconds)
         rows.append({
             "batch_size": batch_size, "seconds_of_audio_each": args.seconds, "num_steps": args.num_steps,
-            "frames": bucket_for(1 + len(waves[0]) // enhancer.spectrogram.hop_length, DEFAULT_BUCKETS),
+            "frames": bucket_for(enhancer._frames(len(waves[0])), DEFAULT_BUCKETS),
             "network_calls": enhancer.last_network_evaluations, "devices": enhancer.mesh.size,
             "first_call_seconds": compile_seconds, "seconds_median": median, "seconds": seconds,
             "real_time_factor": median / (batch_size * args.seconds),
@@ -258,6 +271,8 @@ def device_info() -> dict:
 
 
 def run(args) -> dict:
+    import jax
+
     from diffrestore.train.distributed import initialize_if_needed
 
     initialize_if_needed()
@@ -273,8 +288,6 @@ def run(args) -> dict:
         "compute_dtype": dtype, "remat": config.model.get("remat", "none"), **info,
         "peak_tflops_per_device": peak, "peak_source": peak_source,
     }
-    import jax
-
     what = set(args.what.split(","))
     unknown = what - {"train", "forward", "enhance"}
     if unknown:

@@ -37,7 +37,7 @@ def test_profile_finds_the_convolution_that_dominates():
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(2):
                 jax.block_until_ready(compiled(params, x))
-        times = profile_ops.trace_op_times(trace_dir, "jit_apply")
+        times = profile_ops.trace_op_times(trace_dir, profile_ops.hlo_module_name(compiled.as_text()))
     summary = profile_ops.summarize(times, instructions, computations, repeats=2)
     kinds = {row["name"]: row["share"] for row in summary["by_kind"]}
     layers = {row["name"] for row in summary["by_layer"]}
