@@ -9,6 +9,8 @@ PyTorch training logs.
 * denoiser: D = s·σ² + x_t, |D − μ_t|² weighted by 1, σ² or the EDM weight
   (σ² + σ_d²)/(σ σ_d)².
 * data_prediction: |x̂ − x0|²/(F·T) plus l1_weight × time-domain L1/(L) of the waveforms.
+
+EDM priors (`make_edm_loss_fn`) do not use the half-sum: their references average.
 """
 from __future__ import annotations
 
@@ -109,5 +111,75 @@ def make_loss_fn(
             spectrogram=spectrogram,
         )
         return loss, {"t_mean": jnp.mean(t)}
+
+    return loss_fn
+
+
+# --- EDM priors (CQT-Diff, CQTdiff+/BABE) -------------------------------------------------------
+# Both references compute the network target F* = (x0 − c_skip·(x0 + σn))/c_out and average the
+# squared error over every element of the (B, L) batch: CQT-Diff `src/learner.py` train_step,
+# `loss = nn.MSELoss()(estimate, target)` (l. 60, 252-255; reduction "mean"); BABE
+# `diff_params/edm.py` loss_fn returns `error**2` (l. 192-206) and `training/trainer.py`
+# train_step takes `loss = error.mean()` (l. 393-394). Since |F − F*|² = λ(σ)·|D − x0|², this is
+# the λ-weighted denoiser loss of Karras et al. Eq. 8, averaged over batch and samples.
+# NVlabs' training loop instead sums the weighted error over each example and averages over the
+# batch (`loss.sum().mul(loss_scaling / batch_gpu_total)`): reduction "sum".
+EDM_REDUCTIONS = ("mean", "sum")
+
+
+def edm_loss_from_output(net_out, *, x0, x_noisy, sigma, sde, reduction: str = "mean", error_filter_fn=None):
+    """The EDM loss given the raw network output F(c_in·x_noisy, c_noise).
+
+    Args:
+      net_out: F, shaped like x0 (real waveforms (B, L) for the priors).
+      x0: clean examples; x_noisy: x0 + σ·n; sigma: (B,) noise levels; sde: an `EDM`.
+      reduction: "mean" (CQT-Diff, BABE: mean over every element) or "sum" (NVlabs: sum over
+        each example, mean over the batch).
+      error_filter_fn: applied to F − F* before squaring: BABE's hook for its optional
+        A-weighting FIR (`diff_params.aweighting`, off in its configs).
+
+    Returns:
+      scalar float32 loss.
+    """
+    if reduction not in EDM_REDUCTIONS:
+        raise ValueError(f"unknown EDM loss reduction {reduction!r}; choose from {EDM_REDUCTIONS}")
+    c_skip, c_out, _, _ = sde.precondition(sigma)
+    target = (x0 - batch_view(c_skip, x0) * x_noisy) / batch_view(c_out, x0)
+    error = net_out - target
+    if error_filter_fn is not None:
+        error = error_filter_fn(error)
+    squared = jnp.abs(error) ** 2
+    if reduction == "mean":
+        return jnp.mean(squared)
+    return jnp.mean(jnp.sum(squared.reshape(squared.shape[0], -1), axis=-1))
+
+
+def make_edm_loss_fn(apply_fn: Callable, sde, *, reduction: str = "mean", error_filter_fn=None) -> Callable:
+    """Returns `loss_fn(params, x0, y, rng, **model_kwargs) -> (loss, aux)` for an EDM prior.
+
+    The references' training step: σ ~ `sde.train_distribution` per example, n ~ N(0, I),
+    F = apply_fn(params, c_in·(x0 + σn), c_noise) with c_noise (B, 1), loss on F's target.
+    `y` is ignored (a prior is unconditional); it keeps the signature of `make_loss_fn`.
+
+    Args:
+      apply_fn: `(params, x_in, c_noise, **kw) -> F` (the raw network, as in
+        `diffrestore.score.make_edm_denoiser`).
+      sde: an `EDM`.
+      reduction, error_filter_fn: see `edm_loss_from_output`.
+    """
+    if reduction not in EDM_REDUCTIONS:
+        raise ValueError(f"unknown EDM loss reduction {reduction!r}; choose from {EDM_REDUCTIONS}")
+
+    def loss_fn(params, x0, y, rng, **model_kwargs):
+        del y
+        key_sigma, key_n = jax.random.split(rng)
+        sigma = sde.sample_train_sigma(key_sigma, x0.shape[:1])
+        x_noisy = x0 + batch_view(sigma, x0) * jax.random.normal(key_n, x0.shape, jnp.float32).astype(x0.dtype)
+        _, _, c_in, c_noise = sde.precondition(sigma)
+        out = apply_fn(params, batch_view(c_in, x0) * x_noisy, c_noise[:, None], **model_kwargs)
+        loss = edm_loss_from_output(
+            out, x0=x0, x_noisy=x_noisy, sigma=sigma, sde=sde, reduction=reduction, error_filter_fn=error_filter_fn
+        )
+        return loss, {"t_mean": jnp.mean(sigma)}
 
     return loss_fn

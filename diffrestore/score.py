@@ -9,6 +9,10 @@ models (the Schrödinger bridge). The rules follow the reference exactly:
   F = net(c_in·x_t, c_in·y, t), optionally divided by σ_t or t (network_scaling); then
   score_matching: score = c_skip·x_t + c_out·F; denoiser: score = (F − x_t)/σ_t²;
   data_prediction: x̂ = c_skip·x_t + c_out·F.
+
+EDM priors (CQT-Diff, CQTdiff+/BABE) work on real waveforms: `make_edm_denoiser` wraps a raw
+network F into the denoiser D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise) with the
+coefficients of `diffrestore.sde.EDM`; samplers and posterior guidance consume D.
 """
 from __future__ import annotations
 
@@ -48,6 +52,11 @@ class OutputSpec:
     def predicts_data(self) -> bool:
         """True when the model output is a clean estimate x̂ rather than a score."""
         return self.backbone == "ncsnpp_v2" and self.loss_type == "data_prediction"
+
+    @property
+    def model_kind(self) -> str:
+        """What a sampler gets from this model (`sampling.model_kind`): "score" or "data_prediction"."""
+        return "data_prediction" if self.predicts_data else "score"
 
 
 def _c_in(spec: OutputSpec, sigma):
@@ -104,3 +113,26 @@ def make_model_fn(apply_fn: Callable, sde, spec: OutputSpec) -> Callable:
         return batch_view(_c_skip(spec, sigma), x_t) * x_t + batch_view(_c_out(spec, sigma), out) * out
 
     return model_fn
+
+
+def make_edm_denoiser(apply_fn: Callable, sde) -> Callable:
+    """Wraps a raw network into the EDM denoiser (Karras et al. 2022, Table 1).
+
+    Args:
+      apply_fn: `(params, x_in, c_noise, **kw) -> F`, x_in shaped like x (real waveforms
+        (B, L) for the priors), c_noise (B, 1) as the references pass it.
+      sde: an `EDM` (its `precondition(σ)` gives c_skip, c_out, c_in, c_noise).
+
+    Returns:
+      `denoise_fn(params, x, sigma, **kw) -> D(x, σ)` shaped like x; sigma is a scalar, (B,) or
+      (B, 1) (the references' shape).
+    """
+
+    def denoise_fn(params, x, sigma, **kw):
+        sigma = jnp.asarray(sigma, jnp.float32)
+        sigma = jnp.broadcast_to(sigma.reshape(-1) if sigma.ndim else sigma, x.shape[:1])
+        c_skip, c_out, c_in, c_noise = sde.precondition(sigma)
+        out = apply_fn(params, batch_view(c_in, x) * x, c_noise[:, None], **kw)
+        return batch_view(c_skip, x) * x + batch_view(c_out, out) * out
+
+    return denoise_fn

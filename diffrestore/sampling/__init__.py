@@ -1,11 +1,18 @@
-"""Reverse-process samplers: predictor-corrector, probability-flow ODE, Schrödinger bridge.
+"""Reverse-process samplers: predictor-corrector, probability-flow ODE, Schrödinger bridge, EDM.
 
 Every sampler has the signature
 
     sampler(model_fn, sde, y, draw, num_steps) -> (x̂, network_evaluations)
 
-where `model_fn(x, y, t)` is the score (score models) or the clean estimate (bridge models),
-`draw` is a noise source from `sampling.noise`, and `num_steps` may be a traced integer.
+where `draw` is a noise source from `sampling.noise`, `num_steps` may be a traced integer, and
+`model_fn` is what the sampler's model kind (`model_kind(name)`) says:
+
+* "score": `model_fn(x, y, t)` = ∇log p_t(x|y) (pc, ode_*);
+* "data_prediction": `model_fn(x, y, t)` = x̂, a bridge's clean estimate (sb_*);
+* "edm_denoiser": `model_fn(x, sigma)` = D(x, σ), an EDM denoiser (`score.make_edm_denoiser`
+  with its parameters bound, or a posterior's wrapper of it); y is the start state or only
+  gives the shape (edm_heun).
+
 `get_sampler(name, **options)` binds the options; names are listed in `SAMPLERS`.
 """
 from __future__ import annotations
@@ -13,25 +20,40 @@ from __future__ import annotations
 import functools
 
 from diffrestore.sampling.bridge import sb_sample
-from diffrestore.sampling.noise import example_keys, keyed_noise, replayed_noise
+from diffrestore.sampling.edm import edm_heun_sample
+from diffrestore.sampling.noise import example_keys, keyed_noise, replayed_noise, standard_normal
 from diffrestore.sampling.ode import ode_sample, ode_sample_adaptive
 from diffrestore.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
 
-# name -> (function, options it accepts, whether the model must predict data)
+MODEL_KINDS = ("score", "data_prediction", "edm_denoiser")
+
+# name -> (function, options it accepts, the model kind it consumes)
 _REGISTRY = {
-    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow"}, False),
-    "ode_euler": (functools.partial(ode_sample, method="euler"), {"eps", "denoise"}, False),
-    "ode_heun": (functools.partial(ode_sample, method="heun"), {"eps", "denoise"}, False),
-    "ode_adaptive": (None, {"eps", "denoise", "rtol", "atol", "max_steps"}, False),
-    "sb_ode": (functools.partial(sb_sample, kind="ode"), {"eps"}, True),
-    "sb_sde": (functools.partial(sb_sample, kind="sde"), {"eps"}, True),
+    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow"}, "score"),
+    "ode_euler": (functools.partial(ode_sample, method="euler"), {"eps", "denoise"}, "score"),
+    "ode_heun": (functools.partial(ode_sample, method="heun"), {"eps", "denoise"}, "score"),
+    "ode_adaptive": (None, {"eps", "denoise", "rtol", "atol", "max_steps"}, "score"),
+    "sb_ode": (functools.partial(sb_sample, kind="ode"), {"eps"}, "data_prediction"),
+    "sb_sde": (functools.partial(sb_sample, kind="sde"), {"eps"}, "data_prediction"),
+    # Options: S_churn, S_tmin, S_tmax, S_noise (CQT-Diff defaults 5, 0, 50, 1), convention
+    # ("cqtdiff", "babe", "karras"), start_sigma (None or BABE's warm-start level, e.g. 0.2).
+    "edm_heun": (edm_heun_sample, {"S_churn", "S_tmin", "S_tmax", "S_noise", "convention", "start_sigma"}, "edm_denoiser"),
 }
 SAMPLERS = tuple(_REGISTRY)
 
 
-def needs_data_prediction(name: str) -> bool:
-    """True for samplers that consume a clean estimate x̂ instead of a score."""
+def model_kind(name: str) -> str:
+    """What the sampler's `model_fn` must be: one of `MODEL_KINDS`."""
     return _registry_entry(name)[2]
+
+
+def needs_data_prediction(name: str) -> bool:
+    """True for samplers that consume a clean estimate instead of a score.
+
+    That is a bridge's x̂(x, y, t) ("data_prediction") or an EDM denoiser D(x, σ)
+    ("edm_denoiser"); the two are called differently, so new code should ask `model_kind`.
+    """
+    return model_kind(name) != "score"
 
 
 def _registry_entry(name):
@@ -64,11 +86,13 @@ def draws_needed(name: str, num_steps: int, corrector: str = "ald", corrector_st
         return 1 + num_steps * (n_corr + 1)
     if name == "sb_sde":
         return num_steps
+    if name == "edm_heun":
+        return 1 + num_steps  # the prior, then at most one churn draw per step
     return 1
 
 
 __all__ = [
-    "SAMPLERS", "PREDICTORS", "CORRECTORS", "get_sampler", "needs_data_prediction", "draws_needed",
-    "pc_sample", "ode_sample", "ode_sample_adaptive", "sb_sample",
-    "keyed_noise", "replayed_noise", "example_keys",
+    "SAMPLERS", "PREDICTORS", "CORRECTORS", "MODEL_KINDS", "get_sampler", "model_kind", "needs_data_prediction",
+    "draws_needed", "pc_sample", "ode_sample", "ode_sample_adaptive", "sb_sample", "edm_heun_sample",
+    "keyed_noise", "replayed_noise", "example_keys", "standard_normal",
 ]

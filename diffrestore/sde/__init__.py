@@ -1,16 +1,18 @@
-"""Forward SDEs of score-based speech enhancement and Schrödinger bridges."""
+"""Forward processes: score-based speech enhancement SDEs, Schrödinger bridges, and EDM."""
 from diffrestore.sde.base import complex_normal, batch_view
 from diffrestore.sde.ou import OUVESDE, OUVPSDE
 from diffrestore.sde.bridge import SBVESDE, SBVPSDE
+from diffrestore.sde.edm import EDM
 
-SDES = {"ouve": OUVESDE, "ouvp": OUVPSDE, "sbve": SBVESDE, "sbvp": SBVPSDE}
+SDES = {"ouve": OUVESDE, "ouvp": OUVPSDE, "sbve": SBVESDE, "sbvp": SBVPSDE, "edm": EDM}
 
 
-def get_sde(name: str, **kwargs):
-    """Builds an SDE by its reference name ('ouve', 'ouvp', 'sbve', 'sbvp').
+def get_sde(name: str, /, **kwargs):
+    """Builds an SDE by its reference name ('ouve', 'ouvp', 'sbve', 'sbvp', 'edm').
 
     Keyword arguments the SDE does not take are ignored, so a flat hyper-parameter
-    dict can be passed (like the reference's `**ignored_kwargs`).
+    dict can be passed (like the reference's `**ignored_kwargs`), the config's own `name`
+    included: `get_sde(config.sde.name, **config.sde)`.
     """
     import dataclasses
 
@@ -22,4 +24,4 @@ def get_sde(name: str, **kwargs):
     return cls(**{k: v for k, v in kwargs.items() if k in fields})
 
 
-__all__ = ["OUVESDE", "OUVPSDE", "SBVESDE", "SBVPSDE", "SDES", "get_sde", "complex_normal", "batch_view"]
+__all__ = ["OUVESDE", "OUVPSDE", "SBVESDE", "SBVPSDE", "EDM", "SDES", "get_sde", "complex_normal", "batch_view"]
