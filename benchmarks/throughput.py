@@ -12,10 +12,10 @@ not depend on the values):
   from XLA's cost analysis, achieved TFLOP/s per device and MFU (achieved / peak; the peak
   comes from the device table below for the compute dtype, or `--peak-tflops`; none on CPU);
 - forward: one network call on a `--seconds` long spectrogram at batch 1 (seconds, FLOPs);
-- enhance: `Enhancer.enhance` with the default SGMSE+ sampler (PC reverse diffusion +
-  annealed Langevin, `--num-steps` N, 2N network calls) on `--seconds` long signals at each
-  of `--batch-sizes`, after a warm-up call that compiles: real-time factor = compute seconds
-  per second of audio (lower is faster).
+- enhance: `Enhancer.enhance` with the config's sampler (SGMSE+: PC reverse diffusion +
+  annealed Langevin, N = 30, 2N network calls; `--sampler`, `--num-steps` override) on
+  `--seconds` long signals at each of `--batch-sizes`, after a warm-up call that compiles:
+  real-time factor = compute seconds per second of audio (lower is faster).
 Writes JSON (with device, JAX version, date and the command line) to `--out` and prints it.
 """
 from __future__ import annotations
@@ -235,16 +235,19 @@ def bench_enhance(config, params, args) -> list[dict]:
     rate = config_lib.spectrogram_config(config).sample_rate
     rng = np.random.default_rng(0)
     rows = []
+    # The config's sampler and step count unless the command line names them.
+    settings = enhancer.sampler_settings(args.sampler, args.num_steps)
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         waves = [(0.1 * rng.standard_normal(int(args.seconds * rate))).astype(np.float32) for _ in range(batch_size)]
-        options = dict(sampler="pc", corrector="ald", snr=0.5, num_steps=args.num_steps, batch_size=batch_size)
+        options = dict(sampler=settings.sampler, num_steps=settings.num_steps, batch_size=batch_size, **dict(settings.options))
         start = time.perf_counter()
         enhancer.enhance(waves, rate, **{**options, "num_steps": 1})  # compiles; N is a runtime value
         compile_seconds = time.perf_counter() - start
         seconds = _timed(lambda: enhancer.enhance(waves, rate, **options), args.repeats)
         median = statistics.median(seconds)
         rows.append({
-            "batch_size": batch_size, "seconds_of_audio_each": args.seconds, "num_steps": args.num_steps,
+            "batch_size": batch_size, "seconds_of_audio_each": args.seconds, "sampler": settings.describe(),
+            "num_steps": settings.num_steps,
             "frames": bucket_for(enhancer._frames(len(waves[0])), DEFAULT_BUCKETS),
             "network_calls": enhancer.last_network_evaluations, "devices": enhancer.mesh.size,
             "first_call_seconds": compile_seconds, "seconds_median": median, "seconds": seconds,
@@ -315,7 +318,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed forward / enhancement calls")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length for forward and enhancement")
     parser.add_argument("--batch-sizes", default="1,16", help="enhancement batch sizes")
-    parser.add_argument("--num-steps", type=int, default=30, help="reverse steps N (PC + ALD: 2N network calls)")
+    parser.add_argument("--sampler", default=None, help="enhancement sampler (default: the config's)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="reverse steps N (default: the config's; PC + ALD: 2N network calls)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak per device for MFU (default: device table)")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """Enhancing folders of recordings: what `diffrestore enhance` runs.
 
 Every readable file is enhanced channel by channel and written to the mirrored relative path
-with its sample rate, channel count, length, format and subtype. Outputs are written
+with its sample rate, channel count, length, format and subtype. Files are taken shortest
+first in groups, so that each group's signals share length buckets and fill whole batches. Outputs are written
 atomically, existing outputs are skipped (so an interrupted job resumes where it stopped),
 and a file that cannot be enhanced is reported by name while the others go on.
 """
@@ -65,6 +66,11 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
         else:
             todo.append((f, rel, dest))
 
+    # Shortest first: the files of a group then fall into one or two length buckets, so its
+    # batches are full and a folder of mixed lengths compiles few (bucket, rows) programs.
+    # (Only the header is read; a file whose header cannot be read goes last and fails there.)
+    todo.sort(key=lambda item: _duration(item[0]))
+
     bar = None
     if progress:
         from tqdm import tqdm
@@ -80,6 +86,17 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
     if bar is not None:
         bar.close()
     return report
+
+
+def _duration(path) -> float:
+    """Seconds of audio in a file from its header; infinity if it cannot be read."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except Exception:  # noqa: BLE001 - read_audio names the problem when the file's turn comes
+        return float("inf")
 
 
 def _enhance_group(enhancer, group, report, enhance_kwargs):

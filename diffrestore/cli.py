@@ -21,24 +21,46 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_enhance(args) -> int:
+    import logging
+
     from diffrestore import Enhancer
     from diffrestore.batch import enhance_path
 
-    enhancer = Enhancer.from_checkpoint(args.checkpoint)
-    options = dict(num_steps=args.num_steps, seed=args.seed, batch_size=args.batch_size)
-    if args.sampler:
-        options["sampler"] = args.sampler
-    options.update(corrector=args.corrector, snr=args.snr, corrector_steps=args.corrector_steps)
+    _log_compiles()
+    cache = False if args.no_compilation_cache else (args.compilation_cache or True)
+    enhancer = Enhancer.from_checkpoint(args.checkpoint, compilation_cache=cache)
+    # Unset options are the model's own (its config's sampler, step count and PC options).
+    options = dict(sampler=args.sampler, num_steps=args.num_steps, corrector=args.corrector, snr=args.snr,
+                   corrector_steps=args.corrector_steps)
+    options = {k: v for k, v in options.items() if v is not None}
+    settings = enhancer.sampler_settings(**options)  # checks them before any file is read
+    logging.getLogger("diffrestore").info("sampling with %s", settings.describe())
+    options.update(seed=args.seed, batch_size=args.batch_size)
     if args.buckets:
         options["buckets"] = _int_list(args.buckets, "--buckets")
     report = enhance_path(enhancer, args.input, args.output, overwrite=args.overwrite, progress=not args.quiet, **options)
+    compiled = [e for e in enhancer.compile_log if not e["from_cache"]]
     print(
         f"enhanced {len(report.written)} file(s), skipped {len(report.skipped)} existing, "
-        f"failed {len(report.failed)}; real-time factor {report.real_time_factor:.3f}"
+        f"failed {len(report.failed)}; real-time factor {report.real_time_factor:.3f} "
+        f"({settings.describe()}; {len(compiled)} program(s) compiled in {sum(e['seconds'] for e in compiled):.1f} s, "
+        f"{len(enhancer.compile_log) - len(compiled)} loaded from the compilation cache)"
     )
     for path, reason in report.failed.items():
         print(f"FAILED {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _log_compiles() -> None:
+    """Shows the Enhancer's one-line compile messages (INFO) on stderr."""
+    import logging
+
+    logger = logging.getLogger("diffrestore")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -95,13 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="run directory, training workdir or sgmse .ckpt")
     p.add_argument("input", help="an audio file or a folder (recursive)")
     p.add_argument("output", help="output file or folder (relative paths are mirrored)")
-    p.add_argument("--sampler", default=None, help="pc, ode_euler, ode_heun, ode_adaptive, sb_ode, sb_sde (default: the model's)")
-    p.add_argument("--num-steps", type=int, default=30)
-    p.add_argument("--corrector", default="ald", choices=("ald", "langevin", "none"))
-    p.add_argument("--corrector-steps", type=int, default=1)
-    p.add_argument("--snr", type=float, default=0.5)
+    p.add_argument("--sampler", default=None,
+                   help="pc, ode_euler, ode_heun, ode_adaptive, sb_ode, sb_sde (default: the model's, from its config)")
+    p.add_argument("--num-steps", type=int, default=None, help="reverse steps N (default: the model's)")
+    p.add_argument("--corrector", default=None, choices=("ald", "langevin", "none"), help="PC corrector (default: the model's)")
+    p.add_argument("--corrector-steps", type=int, default=None, help="PC corrector steps (default: the model's)")
+    p.add_argument("--snr", type=float, default=None, help="PC corrector SNR (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4, help="signals per batch (rounded up to a multiple of the devices)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="at most this many signals or chunks per batch (rounded up to a multiple of the devices); "
+                        "smaller batches run with fewer rows")
+    p.add_argument("--compilation-cache", default=None, metavar="DIR",
+                   help="folder of the persistent XLA compilation cache (default: $DIFFRESTORE_CACHE_DIR or "
+                        "~/.cache/diffrestore/xla), so later runs load the compiled programs instead of compiling")
+    p.add_argument("--no-compilation-cache", action="store_true", help="neither read nor write the compilation cache")
     p.add_argument("--buckets", default=None,
                    help="padded frame counts, multiples of 64 (default: 64,128,192,256,320,384,512,640,768,1024,1280,1536,2048); longer signals are enhanced in overlapping chunks of the largest")
     p.add_argument("--overwrite", action="store_true", help="re-enhance files whose output exists")
@@ -132,7 +161,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, MemoryError) as err:
         print(f"diffrestore {args.command}: error: {err}", file=sys.stderr)
         return 2
 

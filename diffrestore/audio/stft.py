@@ -54,6 +54,50 @@ def stft(x: jnp.ndarray, n_fft: int, hop_length: int, window: np.ndarray | None 
     return jnp.swapaxes(spec, -1, -2).astype(jnp.complex64)
 
 
+def reflect_index(index, size):
+    """Where `index` lands after numpy/torch 'reflect' padding of an axis of `size` entries.
+
+    Reflection without repeating the edge, extended periodically (period 2·(size − 1)) for
+    indices beyond one reflection, as `np.pad(mode="reflect")` does; size may be traced.
+    """
+    period = jnp.maximum(2 * (size - 1), 1)
+    m = jnp.mod(index, period)
+    return jnp.where(size > 1, jnp.where(m < size, m, period - m), 0)
+
+
+def stft_of_prefix(
+    x: jnp.ndarray, length, n_fft: int, hop_length: int, window: np.ndarray | None = None, *, num_frames: int
+) -> jnp.ndarray:
+    """`stft(x[:length])` for a signal stored at the start of a longer buffer, length traced.
+
+    Batched inference keeps signals of different lengths in one fixed-size array, so the
+    reflection at the signal's end must happen where the signal ends, not where the buffer
+    does. The frames `stft(x[:length])` has (1 + length // hop) equal that function's output;
+    the following frames, up to `num_frames`, are zero.
+
+    Args:
+      x: (S,) float32 buffer whose first `length` samples are the signal.
+      length: int32 scalar, n_fft // 2 < length <= S.
+      num_frames: frames to return (static); frames past the signal's are zero.
+
+    Returns:
+      complex64 (n_fft // 2 + 1, num_frames).
+    """
+    if window is None:
+        window = hann_window(n_fft)
+    x = jnp.asarray(x, jnp.float32)
+    pad = n_fft // 2
+    # Index into the reflect-padded signal, then back into x.
+    padded_index = _frame_indices(num_frames, n_fft, hop_length) - pad
+    source = jnp.where(padded_index < 0, -padded_index, padded_index)
+    source = jnp.where(source >= length, 2 * (length - 1) - source, source)
+    frames = x[jnp.clip(source, 0, x.shape[-1] - 1)]  # (num_frames, n_fft)
+    valid = jnp.arange(num_frames) < 1 + length // hop_length
+    spec = jnp.fft.rfft(frames * jnp.asarray(window), n=n_fft, axis=-1)
+    spec = jnp.where(valid[:, None], spec, 0)
+    return jnp.swapaxes(spec, -1, -2).astype(jnp.complex64)
+
+
 def istft(
     spec: jnp.ndarray,
     n_fft: int,

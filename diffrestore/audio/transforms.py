@@ -11,7 +11,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from diffrestore.audio.stft import hann_window, istft, stft
+from diffrestore.audio.stft import hann_window, istft, reflect_index, stft
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +120,23 @@ def pad_frames(spec: jnp.ndarray, multiple: int = 64, mode: str = "zero", *, siz
     widths = [(0, 0)] * (spec.ndim - 1) + [(0, extra)]
     np_mode = {"zero": "constant", "reflection": "reflect", "replication": "edge"}[mode]
     return jnp.pad(spec, widths, mode=np_mode)
+
+
+def pad_frames_of_prefix(spec: jnp.ndarray, valid_frames, mode: str = "zero") -> jnp.ndarray:
+    """`pad_frames(spec[..., :valid_frames], mode=mode, size=T)` with valid_frames traced:
+    the frames from `valid_frames` on are replaced as the padding mode would fill them.
+
+    Args:
+      spec: (..., T) whose first `valid_frames` frames are the spectrogram.
+      valid_frames: int32 scalar in [1, T].
+    """
+    frames = jnp.arange(spec.shape[-1])
+    if mode == "zero":
+        return jnp.where(frames < valid_frames, spec, 0).astype(spec.dtype)
+    if mode == "reflection":
+        source = reflect_index(frames, valid_frames)
+    elif mode == "replication":
+        source = jnp.minimum(frames, valid_frames - 1)
+    else:
+        raise ValueError(f"unknown pad mode {mode!r}: zero, reflection or replication")
+    return jnp.take(spec, source, axis=-1)

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from diffrestore import checkpoint
 from diffrestore import config as config_lib
+from diffrestore import xla_cache
 from diffrestore.train import mesh as mesh_lib
 from diffrestore.train import writers
 from diffrestore.train.programs import build_programs
@@ -113,7 +114,7 @@ class _Validation:
         self.num_steps = int(t.eval_num_steps)
         self.num_examples = int(t.num_eval_examples)
         self.sampler = str(config.sampling.sampler)
-        if sampling.needs_data_prediction(self.sampler) != config_lib.output_spec(config).predicts_data:
+        if sampling.model_kind(self.sampler) != config_lib.output_spec(config).model_kind:
             self.sampler = None  # the model's default (sb_ode for a bridge, pc for a score model)
         self.enhancer = None
         self.noisy_metrics = None
@@ -125,18 +126,16 @@ class _Validation:
         if not self.examples:
             log.warning("validation skipped: no validation files found")
             return {}
-        cfg, s = self.config, self.config.sampling
+        cfg = self.config
         params = _local_copy(ema_params)
         if self.enhancer is None:
-            self.enhancer = Enhancer(cfg, params)
+            # The training job's own setting decides the compilation cache (training.compilation_cache_dir).
+            self.enhancer = Enhancer(cfg, params, compilation_cache=None)
         else:
             self.enhancer.params = params  # same shapes: the compiled sampler is reused
         start = time.perf_counter()
-        scores, enhanced = evaluate_enhancement(
-            self.enhancer, self.examples, num_steps=self.num_steps, sampler=self.sampler,
-            corrector=str(s.corrector), snr=float(s.snr), corrector_steps=int(s.corrector_steps),
-            predictor=str(s.predictor),
-        )
+        # The sampler's options are the config's (`Enhancer.sampler_settings`).
+        scores, enhanced = evaluate_enhancement(self.enhancer, self.examples, num_steps=self.num_steps, sampler=self.sampler)
         scores = {f"valid/{k}": v for k, v in scores.items()}
         scores["valid/seconds"] = time.perf_counter() - start
         first = self.noisy_metrics is None
@@ -296,13 +295,9 @@ def enable_compilation_cache(directory: str) -> None:
     JAX_COMPILATION_CACHE_DIR itself)."""
     if not directory:
         return
-    path = pathlib.Path(directory).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    # Cache every program that took a second to compile, whatever its size: the training step
-    # and the validation sampler are the ones that matter.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # Cache every program that took a second to compile: the training step and the
+    # validation sampler are the ones that matter.
+    path = xla_cache.enable(directory, min_compile_seconds=1.0)
     log.info("compilation cache: %s", path)
 
 
