@@ -358,3 +358,19 @@ def test_upfirdn2d_matches_its_definition(taps):
     x = rng.normal(size=(1, 6, 5, 2)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(L.upfirdn2d(jnp.asarray(x), odd, 2, 1, (1, 1))),
                                _numpy_upfirdn2d(x, odd, 2, 1, (1, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_long_attention_in_query_blocks_equals_full_attention(dtype, tol):
+    # A bottleneck of 32 x 47 positions (1504 > ATTENTION_FULL_MAX, not a multiple of the block).
+    from diffrestore.models import layers
+
+    rng = np.random.default_rng(0)
+    n, c = 32 * 47, 16
+    q, k, v = (jnp.asarray(rng.normal(size=(2, n, 1, c)), dtype) for _ in range(3))
+    assert n > layers.ATTENTION_FULL_MAX and n % layers.ATTENTION_QUERY_BLOCK
+    got = jax.jit(lambda *a: layers.self_attention(*a, scale=c**-0.5))(q, k, v)
+    want = jax.nn.dot_product_attention(q, k, v, scale=c**-0.5)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    err = np.max(np.abs(np.asarray(got, np.float32) - np.asarray(want, np.float32)))
+    assert err <= tol * np.max(np.abs(np.asarray(want, np.float32))), err

@@ -405,12 +405,51 @@ class Combine(nn.Module):
         raise ValueError(f"combine method {self.method!r} not recognized")
 
 
+# Attention over more positions than this runs in blocks of ATTENTION_QUERY_BLOCK queries.
+ATTENTION_FULL_MAX = 1024
+ATTENTION_QUERY_BLOCK = 256
+
+
+def self_attention(q, k, v, scale: float):
+    """softmax(q·kᵀ·scale)·v over all positions, single head: (B, N, 1, C) -> (B, N, 1, C).
+
+    Logits and softmax in float32 (also for bfloat16 inputs), the unnormalised weights cast
+    to v's dtype for the second product. Short sequences use `jax.nn.dot_product_attention`;
+    long ones (N > ATTENTION_FULL_MAX) go through blocks of queries: the
+    whole (N, N) logit matrix of an NCSN++ bottleneck that halves the spectrogram only twice
+    (the quickstart network: 32 × T/4 positions, 0.6 GB of logits per example for 6 s of
+    audio) was written and read back by every softmax pass, and was most of that network's
+    time (65 %) and memory; a (256, N) block stays in cache. Same values up to float32
+    rounding, since every query still sees every key.
+    """
+    n = q.shape[1]
+    if n <= ATTENTION_FULL_MAX or q.shape[2] != 1:
+        return jax.nn.dot_product_attention(q, k, v, scale=scale)
+    block = ATTENTION_QUERY_BLOCK
+    padded = -(-n // block) * block
+    # One head: (B, N, C) matrices, so both products are plain row-major GEMMs and the
+    # softmax runs along contiguous rows (with the head axis XLA:CPU transposed every block).
+    q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
+    q = jnp.pad(q, ((0, 0), (0, padded - n), (0, 0)))
+    blocks = jnp.moveaxis(q.reshape(q.shape[0], padded // block, block, q.shape[-1]), 1, 0)
+
+    def one_block(qb):
+        logits = jnp.einsum("bqc,bkc->bqk", qb, k, preferred_element_type=jnp.float32) * scale
+        weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+        # Normalising after the product divides B·block·C values instead of B·block·N.
+        out = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return (out / jnp.sum(weights, axis=-1, keepdims=True)).astype(v.dtype)
+
+    out = jnp.moveaxis(lax.map(one_block, blocks), 0, 1)
+    return out.reshape(out.shape[0], padded, -1)[:, :n, None, :]
+
+
 class AttnBlock(nn.Module):
     """layerspp.AttnBlockpp: single-head self-attention over all H·W positions.
 
     Queries, keys and values are per-pixel linear maps (NIN) of the group-normalised input;
-    logits are scaled by C^-1/2. Uses `jax.nn.dot_product_attention` (float32 logits and
-    softmax, even for bfloat16 inputs).
+    logits are scaled by C^-1/2 (`self_attention`: float32 logits and softmax, even for
+    bfloat16 inputs; long sequences in blocks of queries).
     """
 
     skip_rescale: bool = False
@@ -427,7 +466,7 @@ class AttnBlock(nn.Module):
             return nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=default_init(scale), name=name)
 
         q, k, v = (nin(f"NIN_{i}")(h).reshape(b, hh * ww, 1, c) for i in range(3))
-        h = jax.nn.dot_product_attention(q, k, v, scale=c**-0.5).reshape(b, hh, ww, c)
+        h = self_attention(q, k, v, scale=c**-0.5).reshape(b, hh, ww, c)
         h = nin("NIN_3", self.init_scale)(h)
         return skip_add(x.astype(h.dtype), h, self.skip_rescale)
 
