@@ -119,3 +119,92 @@ def test_paired_folder_builder(tmp_path):
         name = ex["id"].decode()
         np.testing.assert_array_equal(ex["clean"], sf.read(str(tmp_path / "corpus" / "valid" / "clean" / f"{name}.wav"), dtype="float32")[0])
         np.testing.assert_array_equal(ex["noisy"], sf.read(str(tmp_path / "corpus" / "valid" / "noisy" / f"{name}.wav"), dtype="float32")[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# MAESTRO v3 (clean piano for the priors)
+
+# (audio_filename, split, year, rate, seconds): 2018 is recorded at 48 kHz, the others at 44.1 kHz.
+MAESTRO_ROWS = [
+    ("2004/MIDI-Unprocessed_XP_01_R1_2004_01-02_ORIG_MID--AUDIO_01_R1_2004_01_Track01_wav.wav", "train", 2004, 44100, 0.6),
+    ("2018/MIDI-Unprocessed_Chamber1_MID--AUDIO_07_R3_2018_wav--1.wav", "train", 2018, 48000, 0.5),
+    ("2006/MIDI-Unprocessed_02_R1_2006_01-04_ORIG_MID--AUDIO_02_R1_2006_01_Track01_wav.wav", "train", 2006, 44100, 0.3),
+    ("2009/MIDI-Unprocessed_03_R1_2009_03-06_ORIG_MID--AUDIO_03_R1_2009_03_R1_2009_03_WAV.wav", "validation", 2009, 44100, 0.4),
+    ("2011/MIDI-Unprocessed_04_R1_2011_01-03_ORIG_MID--AUDIO_04_R1_2011_01_Track01_wav.wav", "test", 2011, 44100, 0.4),
+]
+
+
+def _fake_maestro(root):
+    """maestro-v3.0.0/ with the csv (the real columns) and short stereo wavs of distinct sines."""
+    import csv
+
+    folder = root / "maestro-v3.0.0"
+    folder.mkdir(parents=True)
+    with open(folder / "maestro-v3.0.0.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename", "duration"])
+        for k, (name, split, year, rate, seconds) in enumerate(MAESTRO_ROWS):
+            writer.writerow([f"Composer {k}", f"Piece, Op. {k}", split, year, name.replace(".wav", ".midi"), name, seconds])
+            t = np.arange(int(seconds * rate)) / rate
+            left = 0.5 * np.sin(2 * np.pi * (300 + 100 * k) * t)
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(folder / name), np.stack([left, 0.5 * left], axis=1), rate, subtype="PCM_16")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def maestro(tmp_path_factory):
+    manual = tmp_path_factory.mktemp("maestro_manual")
+    folder = _fake_maestro(manual)
+    data_dir = tmp_path_factory.mktemp("tfds_maestro")
+    builder = tfds.builder("maestro_v3/22k_mono", data_dir=str(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    return builder, folder, data_dir
+
+
+def test_maestro_builder_downmixes_and_resamples(maestro):
+    builder, folder, _ = maestro
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 3, "validation": 1, "test": 1}
+    assert "noisy" not in builder.info.features
+    rows = {name: (split, year, rate) for name, split, year, rate, _ in MAESTRO_ROWS}
+    examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    assert sorted(ex["id"].decode() for ex in examples) == sorted(n[:-4] for n, s, *_ in MAESTRO_ROWS if s == "train")
+    for ex in examples:
+        name = ex["id"].decode() + ".wav"
+        _, year, rate = rows[name]
+        assert ex["sample_rate"] == 22050 and ex["year"] == year and ex["audio"].dtype == np.int16
+        stereo, file_rate = sf.read(str(folder / name), dtype="float32")
+        assert file_rate == rate
+        expected = tfds_builders.to_dtype(tfds_builders.resample(stereo.mean(axis=1, dtype=np.float64), rate, 22050), "int16")
+        np.testing.assert_array_equal(ex["audio"], expected)
+        assert ex["audio"].shape[0] == pytest.approx(stereo.shape[0] * 22050 / rate, abs=1)
+    # CQT-Diff's config keeps the 44.1-kHz years only.
+    kept = tfds_builders.read_maestro_csv(folder / tfds_builders.MAESTRO_CSV, years=tfds_builders.CQTDIFF_YEARS)
+    assert [len(kept[s]) for s in ("train", "validation", "test")] == [2, 1, 1]
+
+
+def test_maestro_builder_names_missing_audio(tmp_path):
+    folder = _fake_maestro(tmp_path)
+    (folder / MAESTRO_ROWS[3][0]).unlink()
+    builder = tfds.builder("maestro_v3/22k_mono", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(DataError, match="1 audio files listed in maestro-v3.0.0.csv are missing: 2009/MIDI"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path)))
+
+
+def test_pipeline_gives_clean_only_batches_from_maestro(maestro, caplog):
+    from diffrestore.data import load_eval_segments
+
+    _, _, data_dir = maestro
+    cfg = _tfds_config(data_dir, tfds_name="maestro_v3/22k_mono", sample_rate=22050, segment_length=8192, normalize="none")
+    with caplog.at_level(logging.WARNING, logger="diffrestore.data"):
+        it = make_train_iterator(cfg, global_batch_size=4, seed=0)
+    assert "skipping 1 of 3 files" in caplog.text  # the 0.3 s recording is shorter than a segment
+    batch = next(it)
+    assert set(batch) == {"clean"} and batch["clean"].shape == (4, 8192) and batch["clean"].dtype == np.float32
+    # The mean of the channels' 0.5 and 0.25 sines, not peak-normalised.
+    np.testing.assert_allclose(np.max(np.abs(batch["clean"]), axis=1), 0.375, rtol=0.02)
+    segments = load_eval_segments(cfg, "valid")
+    assert segments.shape == (1, 8192) and segments.dtype == np.float32  # the one validation recording
+    with pytest.raises(ValueError, match="normalize"):
+        make_train_iterator(_tfds_config(data_dir, tfds_name="maestro_v3/22k_mono", sample_rate=22050, segment_length=4096),
+                            global_batch_size=4, seed=0)

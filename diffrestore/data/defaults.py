@@ -13,14 +13,16 @@ def default_data_config() -> ml_collections.ConfigDict:
     """The `data` group of a training config with the reference's defaults (VoiceBank-style
     paired folders at 16 kHz, 256-frame crops of a 510-point STFT with hop 128)."""
     c = ml_collections.ConfigDict()
-    c.dataset = "folder"  # folder | synthetic | mix | tfds
-    c.data_dir = ""  # folder/synthetic: corpus root with train/valid/test; mix: clean speech
+    c.dataset = "folder"  # folder | synthetic | mix | tfds | clean
+    c.data_dir = ""  # folder/synthetic: corpus root with train/valid/test; mix: clean speech; clean: clean audio (train/ valid/ or flat)
     c.layout = "default"  # default (clean, noisy) | reverb (clean|anechoic, reverb) | ears (noisy `_<snr>dB` names)
-    c.sample_rate = 16000  # Hz; files at another rate are an error, never silently resampled
+    c.sample_rate = 16000  # Hz; paired files at another rate are an error; dataset="clean" resamples them
     c.n_fft = 510
     c.hop_length = 128
-    c.num_frames = 256  # crop = (num_frames - 1) * hop_length samples (2.04 s at 16 kHz)
-    c.normalize = "noisy"  # divide clean and noisy by the peak of: noisy | clean | none
+    c.num_frames = 256  # crop = (num_frames - 1) * hop_length samples (2.04 s at 16 kHz) ...
+    c.segment_length = 0  # ... unless this is > 0: then the crop is this many samples (CQT-Diff 65536, CQTdiff+ 184184 at 22.05 kHz)
+    c.normalize = "noisy"  # divide clean and noisy by the peak of: noisy | clean | none; dataset="clean": none (CQT-Diff, BABE) | clean
+    c.short_files = "skip"  # dataset="clean": files shorter than a crop are skipped (as CQT-Diff, BABE) | pad (centred in zeros)
     c.file_order = "epoch"  # epoch: every file once per epoch; uniform: files drawn with replacement
     # On-the-fly mixing (dataset="mix").
     c.noise_dir = ""
@@ -40,6 +42,11 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 def crop_length(data_config) -> int:
-    """Samples per training crop: (num_frames - 1) * hop_length, the length whose centred STFT
-    has exactly num_frames frames."""
+    """Samples per training crop: `segment_length` when it is > 0 (the waveform priors' fixed
+    segments), else (num_frames - 1) * hop_length, the length whose centred STFT has exactly
+    num_frames frames."""
+    # getattr with a default: configs saved before the field existed do not have it.
+    segment = int(getattr(data_config, "segment_length", 0) or 0)
+    if segment > 0:
+        return segment
     return (int(data_config.num_frames) - 1) * int(data_config.hop_length)

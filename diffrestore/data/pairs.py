@@ -296,3 +296,47 @@ def read_mono(path, *, start: int = 0, num_samples: int = -1, channel: int | Non
             raise DataError(f"{path}: {data.shape[1]} channels (diffrestore trains on mono files)")
         channel = 0
     return np.ascontiguousarray(data[:, channel])
+
+
+def read_downmixed(path, *, start: int = 0, num_samples: int = -1) -> np.ndarray:
+    """Samples [start, start + num_samples) of a file of any channel count, as float64 mono: the
+    mean of the channels (CQT-Diff's and BABE's stereo-to-mono, `np.mean(data, axis=1)`).
+
+    Raises:
+      DataError: unreadable file.
+    """
+    try:
+        data, _ = sf.read(str(path), start=int(start), frames=int(num_samples), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise DataError(f"{path}: not a readable audio file ({err})") from None
+    if data.shape[1] == 1:
+        return data[:, 0].astype(np.float64)
+    return np.mean(data, axis=1, dtype=np.float64)
+
+
+def clean_subset_folder(root, subset: str) -> pathlib.Path | None:
+    """The folder of one subset of a clean-audio corpus (dataset="clean").
+
+    `ROOT/train` is the training set when it exists, else all of ROOT is (a flat folder); the
+    validation set is `ROOT/valid` or `ROOT/validation`; any other subset is `ROOT/<subset>`.
+
+    Returns:
+      The folder, or None for a held-out subset that does not exist (a flat ROOT has none).
+
+    Raises:
+      DataError: ROOT is missing, or it has valid/validation/test folders but no train/.
+    """
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if subset == "train":
+        if (root / "train").is_dir():
+            return root / "train"
+        others = [name for name in ("valid", "validation", "test") if (root / name).is_dir()]
+        if others:  # a forgotten train/, not a flat folder: do not train on the held-out files
+            raise DataError(f"{root} has {'/, '.join(others)}/ but no train/ subfolder; put the training files into {root}/train/")
+        return root
+    for name in ("valid", "validation") if subset == "valid" else (subset,):
+        if (root / name).is_dir():
+            return root / name
+    return None

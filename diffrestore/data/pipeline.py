@@ -14,6 +14,10 @@ The pipeline yields waveforms, not spectrograms: the STFT runs on the accelerato
 train step, which keeps the host's work to a gather, a few random draws and (for on-the-fly
 mixing) one FFT convolution per example.
 
+Sources are paired (clean/noisy folders, TFDS), mixed on the fly ("mix"), or clean audio alone
+("clean", and TFDS datasets without a "noisy" feature such as `maestro_v3`): the training data of
+unconditional priors, whose batches are {"clean"} only. See `make_train_dataset`.
+
 TensorFlow is imported only when a dataset is built, with GPUs hidden from it (`_tf.import_tf`).
 """
 from __future__ import annotations
@@ -26,14 +30,19 @@ import numpy as np
 
 from diffrestore.data import mixing
 from diffrestore.data.defaults import crop_length, default_data_config  # noqa: F401  (re-exported)
-from diffrestore.data.corpus import FileStore, MemoryStore, estimate_nbytes, load_store
-from diffrestore.data.pairs import LAYOUTS, DataError, audio_infos, check_pairs, find_pairs, read_mono
+from diffrestore.data.corpus import (
+    FileStore, MemoryStore, ResampledFileStore, estimate_nbytes, load_clean_store, load_store, resampled_length,
+)
+from diffrestore.data.pairs import (
+    LAYOUTS, DataError, audio_infos, check_pairs, clean_subset_folder, find_pairs, list_audio_files, read_mono,
+)
 
 log = logging.getLogger("diffrestore.data")
 
-DATASETS = ("folder", "synthetic", "mix", "tfds")
+DATASETS = ("folder", "synthetic", "mix", "tfds", "clean")
 NORMALIZE = ("noisy", "clean", "none")
 FILE_ORDERS = ("epoch", "uniform")
+SHORT_FILES = ("skip", "pad")
 
 # Tags folded into an example's seed, one per independent choice, so adding a choice later does
 # not change the others.
@@ -56,10 +65,20 @@ def _normalize_mode(cfg) -> str:
     return mode
 
 
+def _check_clean_normalize(cfg) -> None:
+    if _normalize_mode(cfg) == "noisy":
+        raise ValueError("data.normalize='noisy' divides by the peak of the noisy audio, and clean-only data has none: "
+                         "set data.normalize='none' (as CQT-Diff and BABE train) or 'clean' (the peak of each segment)")
+
+
 def _check_config(cfg) -> None:
     dataset = str(_get(cfg, "dataset", "folder"))
     if dataset not in DATASETS:
         raise ValueError(f"data.dataset must be one of {DATASETS}, not {dataset!r}")
+    if str(_get(cfg, "short_files", "skip")) not in SHORT_FILES:
+        raise ValueError(f"data.short_files must be one of {SHORT_FILES}, not {_get(cfg, 'short_files')!r}")
+    if dataset == "clean":
+        _check_clean_normalize(cfg)
     if str(_get(cfg, "layout", "default")) not in LAYOUTS:
         raise ValueError(f"data.layout must be one of {sorted(LAYOUTS)}, not {_get(cfg, 'layout')!r}")
     if str(_get(cfg, "file_order", "epoch")) not in FILE_ORDERS:
@@ -67,7 +86,7 @@ def _check_config(cfg) -> None:
     _normalize_mode(cfg)
     if crop_length(cfg) <= 0:
         raise ValueError(f"data.num_frames={cfg.num_frames} and data.hop_length={cfg.hop_length} give an empty crop")
-    if dataset in ("folder", "synthetic", "mix") and not _get(cfg, "data_dir", ""):
+    if dataset in ("folder", "synthetic", "mix", "clean") and not _get(cfg, "data_dir", ""):
         raise ValueError(f"data.data_dir must be set for dataset={dataset!r}")
     if dataset == "mix":
         if not _get(cfg, "noise_dir", ""):
@@ -97,6 +116,16 @@ class _PairedSource:
         self.lengths = clean.lengths
 
 
+class _CleanSource:
+    """Clean audio alone (the training data of unconditional priors), at the config's rate."""
+
+    kind = "clean"
+
+    def __init__(self, audio, names):
+        self.audio, self.names = audio, list(names)
+        self.lengths = audio.lengths
+
+
 class _MixSource:
     """Speech, noise and impulse responses that are combined per example."""
 
@@ -122,6 +151,59 @@ def _paired_folder_source(cfg, subset: str) -> _PairedSource:
         log.info("%s/%s is larger than data.preload_max_mb: reading crops from disk", cfg.data_dir, subset)
         clean, noisy = FileStore(clean_infos), FileStore(noisy_infos)
     return _PairedSource(clean, noisy, [p.relpath for p in pairs])
+
+
+def _long_enough(names, lengths, cfg, where: str) -> np.ndarray:
+    """Which waveforms a clean source keeps: all with data.short_files="pad", else those of at
+    least one crop. CQT-Diff and BABE skip short files instead of padding them (every file with
+    fewer than 5 whole segments, `if num_frames>4:` ... `else: pass`, since they draw 8 segments
+    per file read); one segment is enough here, where each example reads one.
+
+    Raises:
+      DataError: every waveform is too short.
+    """
+    lengths = np.asarray(lengths, np.int64)
+    length = crop_length(cfg)
+    if str(_get(cfg, "short_files", "skip")) == "pad":
+        return np.ones(lengths.shape, bool)
+    keep = lengths >= length
+    if not keep.any():
+        raise DataError(
+            f"{where}: none of its {len(names)} files is a whole segment long ({length} samples at {cfg.sample_rate} Hz; "
+            f"the longest has {int(lengths.max())}); lower data.segment_length or set data.short_files='pad'"
+        )
+    if not keep.all():
+        short = [n for n, k in zip(names, keep) if not k]
+        log.warning("%s: skipping %d of %d files shorter than a segment (%d samples): %s%s", where, len(short), len(names),
+                    length, ", ".join(short[:5]), " ..." if len(short) > 5 else "")
+    return keep
+
+
+def _clean_infos(cfg, subset: str):
+    """(folder, headers, relative names) of a clean corpus's subset, short files handled.
+
+    Raises:
+      DataError: no such subset, no audio files, unreadable or empty files, none long enough.
+    """
+    folder = clean_subset_folder(cfg.data_dir, subset)
+    if folder is None:
+        raise DataError(f"{cfg.data_dir}: no {subset} folder (see diffrestore.data.pairs.clean_subset_folder)")
+    paths = list_audio_files(folder)
+    if not paths:
+        raise DataError(f"{folder}: no audio files")
+    infos = audio_infos(paths)  # names every unreadable or empty file
+    names = [i.path.relative_to(folder).as_posix() for i in infos]
+    lengths = [resampled_length(i.num_samples, i.sample_rate, int(cfg.sample_rate)) for i in infos]
+    keep = _long_enough(names, lengths, cfg, str(folder))
+    return folder, [i for i, k in zip(infos, keep) if k], [n for n, k in zip(names, keep) if k]
+
+
+def _clean_folder_source(cfg, subset: str) -> _CleanSource:
+    folder, infos, names = _clean_infos(cfg, subset)
+    audio = load_clean_store(infos, sample_rate=int(cfg.sample_rate), budget_bytes=_budget_bytes(cfg))
+    if isinstance(audio, ResampledFileStore):
+        log.info("%s is larger than data.preload_max_mb: reading (and resampling) segments from disk", folder)
+    return _CleanSource(audio, names)
 
 
 def _load_rirs(infos, *, sample_rate: int, max_seconds: float) -> np.ndarray:
@@ -178,8 +260,12 @@ def _tfds_builder(cfg):
         raise DataError(f"cannot open the TFDS dataset {cfg.tfds_name!r} in {data_dir or 'the default data dir'}: {err}") from None
 
 
-def _tfds_source(cfg, subset: str) -> _PairedSource:
-    """A prepared TFDS split, read into memory once (its examples are then cropped like files)."""
+def _tfds_source(cfg, subset: str):
+    """A prepared TFDS split, read into memory once (its examples are then cropped like files).
+
+    Datasets with "clean" and "noisy" features give a paired source; datasets without "noisy"
+    (e.g. `maestro_v3`, whose feature is "audio") give a clean source.
+    """
     from diffrestore.data._tf import import_tfds
 
     tfds = import_tfds()
@@ -194,15 +280,26 @@ def _tfds_source(cfg, subset: str) -> _PairedSource:
             f"{info.full_name} split {split!r} takes {num_bytes / 2**20:.0f} MB, more than data.preload_max_mb="
             f"{_get(cfg, 'preload_max_mb')}; raise it (the split is held in memory) or train from a folder"
         )
+    clean_only = "noisy" not in info.features
+    if clean_only:
+        _check_clean_normalize(cfg)
+    audio_key = "audio" if clean_only and "audio" in info.features else "clean"
     examples = []
     for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
         name = ex["id"].decode() if isinstance(ex["id"], bytes) else str(ex["id"])
         if "sample_rate" in ex and int(ex["sample_rate"]) != int(cfg.sample_rate):
             raise DataError(f"{info.full_name}/{split} example {name} is at {int(ex['sample_rate'])} Hz, the config says {cfg.sample_rate} Hz")
+        if clean_only:
+            examples.append((name, ex[audio_key].reshape(-1)))
+            continue
         if ex["clean"].shape != ex["noisy"].shape:
             raise DataError(f"{info.full_name}/{split} example {name}: clean {ex['clean'].shape} and noisy {ex['noisy'].shape} differ")
         examples.append((name, ex["clean"].reshape(-1), ex["noisy"].reshape(-1)))
     examples.sort(key=lambda e: e[0])  # independent of shard order, the same on every host
+    if clean_only:
+        keep = _long_enough([e[0] for e in examples], [e[1].shape[0] for e in examples], cfg, f"{info.full_name}/{split}")
+        examples = [e for e, k in zip(examples, keep) if k]
+        return _CleanSource(MemoryStore.from_waves([e[1] for e in examples]), [e[0] for e in examples])
     return _PairedSource(
         MemoryStore.from_waves([e[1] for e in examples]),
         MemoryStore.from_waves([e[2] for e in examples]),
@@ -216,6 +313,8 @@ def _train_source(cfg):
         return _paired_folder_source(cfg, "train")
     if dataset == "mix":
         return _mix_source(cfg, "train")
+    if dataset == "clean":
+        return _clean_folder_source(cfg, "train")
     return _tfds_source(cfg, "train")
 
 
@@ -250,12 +349,20 @@ def _crop_start(tf, seed, num_samples, length: int):
 
 def _normalise(tf, clean, noisy, mode: str):
     """Divides both by the peak of the reference signal; a silent reference leaves them as they
-    are (the reference's division would give NaNs)."""
+    are (the reference's division would give NaNs). `noisy` is None for clean-only sources."""
     if mode == "none":
         return clean, noisy, tf.constant(1.0)
     peak = tf.reduce_max(tf.abs(noisy if mode == "noisy" else clean))
     factor = tf.where(peak > 0, peak, 1.0)
-    return clean / factor, noisy / factor, factor
+    return clean / factor, (None if noisy is None else noisy / factor), factor
+
+
+def _clean_example(tf, source: _CleanSource, tensors, *, length, index, seed_fn):
+    """A random segment of clean audio: uniform over the file's whole segments' starts (files
+    kept shorter than a segment, with short_files="pad", are centred in zeros)."""
+    n = tf.gather(tensors["lengths"], index)
+    start = _crop_start(tf, seed_fn(_TAG_CROP), n, length)
+    return source.audio.read_tf(tf, index, start, length), {"start": start}
 
 
 def _paired_example(tf, source: _PairedSource, tensors, *, length, index, seed_fn):
@@ -299,7 +406,7 @@ def _mix_example(tf, source: _MixSource, tensors, cfg, *, length, index, seed_fn
 
 
 def _example_fn(tf, source, cfg, *, seed: int, global_batch_size: int, with_info: bool):
-    """(step, row) -> {"clean", "noisy"[, info...]}: one example, from stateless draws only."""
+    """(step, row) -> {"clean"[, "noisy"][, info...]}: one example, from stateless draws only."""
     length = crop_length(cfg)
     mode = _normalize_mode(cfg)
     order = str(_get(cfg, "file_order", "epoch"))
@@ -320,12 +427,16 @@ def _example_fn(tf, source, cfg, *, seed: int, global_batch_size: int, with_info
         seed_fn = functools.partial(tf.random.experimental.stateless_fold_in, example_seed)
         index = _pick_file(tf, order=order, order_seed=order_seed, example_seed=example_seed,
                            global_index=step * global_batch_size + row, num_files=num_files)
-        if source.kind == "paired":
+        if source.kind == "clean":
+            (clean, info), noisy = _clean_example(tf, source, tensors, length=length, index=index, seed_fn=seed_fn), None
+        elif source.kind == "paired":
             clean, noisy, info = _paired_example(tf, source, tensors, length=length, index=index, seed_fn=seed_fn)
         else:
             clean, noisy, info = _mix_example(tf, source, tensors, cfg, length=length, index=index, seed_fn=seed_fn)
         clean, noisy, factor = _normalise(tf, clean, noisy, mode)
-        out = {"clean": tf.ensure_shape(clean, [length]), "noisy": tf.ensure_shape(noisy, [length])}
+        out = {"clean": tf.ensure_shape(clean, [length])}
+        if noisy is not None:
+            out["noisy"] = tf.ensure_shape(noisy, [length])
         if with_info:
             out.update(info, index=index, step=step, row=row, scale=factor)
         return out
@@ -353,6 +464,18 @@ def make_train_dataset(data_config, *, global_batch_size: int, seed: int, start_
                        process_index: int = 0, process_count: int = 1, with_info: bool = False):
     """The training input of this process as an (endless) `tf.data.Dataset`.
 
+    data.dataset="clean" (or a TFDS dataset without "noisy") trains a prior on clean audio:
+    `data.data_dir` is a folder of audio files of any format soundfile reads, searched
+    recursively (`DIR/train` when it exists, else all of DIR). Files are downmixed to mono (the
+    mean of the channels, as CQT-Diff and BABE do) and resampled from their own rate to
+    `data.sample_rate` (`diffrestore.audio.resample.resample`): once, when the corpus fits in
+    `data.preload_max_mb` and is read into memory, else per segment (the matching span is read
+    at the file's rate and resampled). Segments are `crop_length` samples (`data.segment_length`)
+    drawn uniformly from each file; files shorter than a segment are skipped (as CQT-Diff and
+    BABE skip theirs) or, with `data.short_files="pad"`, centred in zeros. `data.normalize`
+    is "none" (as the references: they never scale the audio) or "clean" (each segment divided
+    by its peak).
+
     Args:
       data_config: the `data` group (see `default_data_config`).
       global_batch_size: B, examples per step over all processes.
@@ -364,10 +487,13 @@ def make_train_dataset(data_config, *, global_batch_size: int, seed: int, start_
         debugging; the train step must not receive them.
 
     Returns:
-      A dataset of dicts {"clean", "noisy"}: float32 (B/P, L) waveforms, L = crop_length.
+      A dataset of dicts {"clean", "noisy"}: float32 (B/P, L) waveforms, L = crop_length; for
+      clean-only sources {"clean"} alone.
 
     Raises:
-      ValueError: bad arguments or config fields. DataError: problems with the data (named).
+      ValueError: bad arguments or config fields. DataError: problems with the data (named: an
+        empty folder, unreadable or empty files, no file long enough; NaN/infinite samples when
+        the files are read, which for corpora read from disk is when a segment holds them).
     """
     _check_config(data_config)
     if not 0 <= int(seed) < 2**63:
@@ -408,9 +534,11 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
                         process_index: int = 0, process_count: int = 1):
     """Numpy batches of the training input, from `start_step` on, forever.
 
-    Each element is {"clean": float32 (B/P, L), "noisy": float32 (B/P, L)} with
-    L = (num_frames - 1) * hop_length samples: random crops (files shorter than L are centred in
-    zeros), both divided by the noisy peak (data.normalize). See `make_train_dataset`.
+    Each element is {"clean": float32 (B/P, L), "noisy": float32 (B/P, L)} with L = crop_length
+    samples ((num_frames - 1) * hop_length, or data.segment_length): random crops (files shorter
+    than L are centred in zeros), both divided by the noisy peak (data.normalize). Clean-only
+    data (data.dataset="clean", MAESTRO from TFDS) gives {"clean": float32 (B/P, L)} alone.
+    See `make_train_dataset`.
     """
     ds = make_train_dataset(
         data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
@@ -494,6 +622,8 @@ def load_eval_pairs(data_config, subset: str = "valid") -> list[EvalPair]:
     _check_config(data_config)
     dataset = str(data_config.dataset)
     cfg = data_config
+    if dataset == "clean":
+        raise ValueError("data.dataset='clean' has no noisy audio to enhance: a prior validates on load_eval_segments")
     if dataset in ("folder", "synthetic"):
         pairs = find_pairs(cfg.data_dir, subset, str(_get(cfg, "layout", "default")), sample_rate=int(cfg.sample_rate))
         return [EvalPair(p.relpath, functools.partial(_read_pair, p.clean, p.noisy), clean_path=p.clean, noisy_path=p.noisy) for p in pairs]
@@ -504,8 +634,65 @@ def load_eval_pairs(data_config, subset: str = "valid") -> list[EvalPair]:
             rirs = _load_rirs(sources.rirs, sample_rate=int(cfg.sample_rate), max_seconds=float(_get(cfg, "rir_max_seconds", 1.0)))
         return sorted((_eval_mixture(sources, rirs, cfg, k) for k in range(len(sources.speech))), key=lambda p: p.relpath)
     source = _tfds_source(cfg, subset)
+    if source.kind == "clean":
+        raise ValueError(f"{cfg.tfds_name} has no noisy audio to enhance: a prior validates on load_eval_segments")
     return [
         EvalPair(name, functools.partial(lambda k: (source.clean.wave(k), source.noisy.wave(k)), k))
         for k, name in enumerate(source.names)
     ]
 
+
+def load_eval_segments(data_config, subset: str = "valid", num_segments: int = 8, length: int | None = None) -> np.ndarray:
+    """A few fixed clean segments of a subset (the same in every run), for priors trained on
+    clean audio (dataset="clean", or a clean-only TFDS dataset such as `maestro_v3`): they
+    validate by unconditional sampling and need only a little real audio to compare with.
+
+    One segment per file, from `num_segments` files spread evenly over the sorted subset (fewer
+    when it has fewer files): the middle `length` samples of each (BABE's validation also takes
+    one segment per piece, from 10 s in; CQT-Diff's, consecutive segments of every piece).
+    Short files, resampling and normalisation are as in training (files shorter than `length`
+    that are kept are centred in zeros).
+
+    Args:
+      data_config: the `data` group.
+      subset: "valid" (`DIR/valid` or `DIR/validation`; TFDS "validation"), "test", ...
+      num_segments: at most this many segments.
+      length: samples per segment; crop_length (the training segment) if None.
+
+    Returns:
+      (K, length) float32, K <= num_segments; K = 0 (with a warning) when a clean folder has no
+      such subset (a flat folder is all training data).
+
+    Raises:
+      ValueError: a dataset with noisy audio (use `load_eval_pairs`), or bad config fields.
+      DataError: an empty subset folder, a missing TFDS split, broken files (named).
+    """
+    _check_config(data_config)
+    cfg = data_config
+    dataset = str(cfg.dataset)
+    length = crop_length(cfg) if length is None else int(length)
+    if dataset == "clean":
+        if clean_subset_folder(cfg.data_dir, subset) is None:
+            log.warning("%s has no %s folder: no %s segments", cfg.data_dir, subset, subset)
+            return np.zeros((0, length), np.float32)
+        _, infos, names = _clean_infos(cfg, subset)
+        store = ResampledFileStore(infos, sample_rate=int(cfg.sample_rate))  # reads only the segments
+    elif dataset == "tfds":
+        source = _tfds_source(cfg, subset)
+        if source.kind != "clean":
+            raise ValueError(f"{cfg.tfds_name} is paired: validate on load_eval_pairs")
+        store, names = source.audio, source.names
+    else:
+        raise ValueError(f"data.dataset={dataset!r} is paired: validate on load_eval_pairs")
+    count = min(int(num_segments), len(names))
+    chosen = sorted(set(np.linspace(0, len(names) - 1, count).round().astype(int).tolist())) if count > 0 else []
+    mode = _normalize_mode(cfg)
+    segments = np.zeros((len(chosen), length), np.float32)
+    for row, k in enumerate(chosen):
+        n = int(store.lengths[k])
+        start = (n - length) // 2 if n >= length else -((length - n) // 2)  # centred, as training pads
+        segments[row] = store.read(k, start, length)
+        peak = float(np.max(np.abs(segments[row])))
+        if mode == "clean" and peak > 0:
+            segments[row] /= np.float32(peak)
+    return segments
