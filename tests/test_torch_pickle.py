@@ -469,3 +469,137 @@ def test_tensor_outside_its_storage(tmp_path):
 def test_unsupported_storage_type(tmp_path):
     pkl = _dict_pickle({"w": _tensor("QInt8Storage", "0", 6, 0, (6,), (1,))})
     _fails(_write_ckpt(tmp_path / "quant.ckpt", pkl, {"0": bytes(6)}), "QInt8Storage")
+
+
+# --------------------------------------------------------------------------------------
+# omegaconf configs (BABE saves its Hydra DictConfig as `args`): data only
+# --------------------------------------------------------------------------------------
+
+_OMEGACONF_CLASSES = [("omegaconf.dictconfig", "DictConfig"), ("omegaconf.listconfig", "ListConfig"),
+                      ("omegaconf.nodes", "AnyNode"), ("omegaconf.base", "ContainerMetadata"),
+                      ("omegaconf.base", "Metadata")]
+
+
+@pytest.fixture
+def fake_omegaconf(monkeypatch):
+    """Classes under omegaconf's module names, so that plain `pickle` writes what omegaconf
+    writes (NEWOBJ, then BUILD with the instance __dict__); omegaconf itself is not needed."""
+    import sys
+    import types
+
+    classes = {}
+    for module, name in _OMEGACONF_CLASSES:
+        for parent in ("omegaconf", module):
+            if parent not in sys.modules or not isinstance(sys.modules[parent], types.ModuleType):
+                monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+        cls = type(name, (), {"__module__": module})
+        monkeypatch.setattr(sys.modules[module], name, cls, raising=False)
+        classes[name] = cls
+    return classes
+
+
+def _omega(cls, **state):
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
+def _omega_config(c, content: dict, parent=None):
+    """A DictConfig as omegaconf pickles it: metadata with type names and a resolver cache,
+    children pointing back at their parent."""
+    import typing
+
+    meta = _omega(c["ContainerMetadata"], ref_type=typing.Any, object_type=dict, optional=True, key=None,
+                  flags={"struct": True}, flags_root=False, resolver_cache=collections.defaultdict(dict),
+                  key_type=typing.Any, element_type=typing.Any)
+    node = _omega(c["DictConfig"], _metadata=meta, _parent=parent, _content=None)
+    children = {}
+    for key, value in content.items():
+        if isinstance(value, dict):
+            children[key] = _omega_config(c, value, node)
+        elif isinstance(value, list):
+            lst = _omega(c["ListConfig"], _metadata=_omega(c["ContainerMetadata"], key_type=int), _parent=node, _content=None)
+            lst._content = [_omega(c["AnyNode"], _metadata=_omega(c["Metadata"], key=i), _parent=lst, _val=v)
+                            for i, v in enumerate(value)]
+            children[key] = lst
+        else:
+            children[key] = _omega(c["AnyNode"], _metadata=_omega(c["Metadata"], key=key), _parent=node, _val=value)
+    node._content = children
+    return node
+
+
+def test_babe_checkpoint_reads_args_as_plain_data(cqtdiff_fixtures):
+    path = cqtdiff_fixtures / "small_cqtdiffplus.pt"
+    with zipfile.ZipFile(path) as z:
+        seen = torch_pickle._scan_pickle(z.read("small_cqtdiffplus/data.pkl"))
+    # Exactly the globals the fixture README lists for this file.
+    assert seen == {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.FloatStorage",
+                    "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode",
+                    "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata", "typing.Any",
+                    "collections.defaultdict", "__builtin__.dict", "__builtin__.list", "__builtin__.long"}
+    ckpt = load_torch_checkpoint(path)
+    args = ckpt["args"]
+    assert isinstance(args, torch_pickle.OmegaDict) and isinstance(args, dict)
+    assert set(args) == {"dset", "network", "diff_params", "tester", "exp", "logging", "model_dir", "dry_run"}
+    assert args["network"]["Ns"] == [8] * 7 and isinstance(args["network"]["Ns"], list)
+    assert args["network"]["attention_dict"]["num_heads"] == 2 and args["diff_params"]["sigma_data"] == 0.063
+    assert args["exp"]["audio_len"] == 65536
+
+    def walk(value):  # nothing of omegaconf's machinery is left, only plain values
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        else:
+            assert value is None or isinstance(value, (str, int, float, bool)), repr(value)
+
+    walk(args)
+    assert len(ckpt["ema"]) == len(ckpt["network"]) == 618
+    assert ckpt["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+
+
+def test_omegaconf_shaped_pickle_round_trip(tmp_path, fake_omegaconf):
+    content = {"name": "cqtdiff+", "Ns": [64, 96], "cqt": {"beta": 1, "window": "kaiser"}, "none": None}
+    payload = pickle.dumps({"args": _omega_config(fake_omegaconf, content)}, protocol=2)
+    out = load_torch_checkpoint(_write_ckpt(tmp_path / "cfg.ckpt", payload))
+    assert out["args"] == content and isinstance(out["args"]["cqt"], torch_pickle.OmegaDict)
+
+
+def test_code_inside_an_omegaconf_config_is_refused(tmp_path, fake_omegaconf, monkeypatch):
+    # A BABE-shaped file whose config value is os.system(...): refused by name before the
+    # unpickler exists, and nothing ran.
+    def no_unpickler(*args, **kwargs):
+        raise AssertionError("the unpickler must not run on a refused file")
+
+    monkeypatch.setattr(torch_pickle, "_RestrictedUnpickler", no_unpickler)
+    marker = tmp_path / "MARKER"
+    config = _omega_config(fake_omegaconf, {"name": "x", "Ns": [1]})
+    config._content["name"]._val = _Reduce(os.system, f"touch {marker}")
+    _refuse(tmp_path, pickle.dumps({"args": config}, protocol=2), f"{os.system.__module__}.system")
+    assert not marker.exists()
+    # The resolver cache's factory must be a plain type name, not an arbitrary callable.
+    _refuse(tmp_path, pickle.dumps(collections.defaultdict(eval), protocol=2), "__builtin__.eval")
+    # Type names are values only: calling or instantiating one is refused.
+    _refuse(tmp_path, b"\x80\x02" + _global("__builtin__", "dict") + b")R.", "REDUCE")
+    _refuse(tmp_path, b"\x80\x02" + _global("typing", "Any") + b")\x81.", "NEWOBJ")
+    # BUILD on the stand-in class itself (rewriting our class) is refused.
+    _refuse(tmp_path, b"\x80\x02" + _global("omegaconf.dictconfig", "DictConfig") + b"}b.", "BUILD")
+    # Other omegaconf code is not on the list.
+    _refuse(tmp_path, b"\x80\x02" + _global("omegaconf.omegaconf", "OmegaConf") + b").", "omegaconf.omegaconf.OmegaConf")
+
+
+def test_omegaconf_stand_ins_take_one_plain_state(tmp_path):
+    dictconfig = _global("omegaconf.dictconfig", "DictConfig")
+    content = b"}" + _str("_content") + b"}" + _str("a") + _int(1) + b"ss"  # {'_content': {'a': 1}}
+    ok = load_torch_checkpoint(_write_ckpt(tmp_path / "one.ckpt", b"\x80\x02" + dictconfig + b")\x81" + content + b"b."))
+    assert ok == {"a": 1}
+    # A second BUILD would rewrite a config already handed to its parent.
+    _refuse(tmp_path, b"\x80\x02" + dictconfig + b")\x81" + content + b"b" + content + b"b.", "twice")
+    # NEWOBJ with constructor arguments, a non-dict state, a defaultdict of a non-name.
+    _fails(_write_ckpt(tmp_path / "args.ckpt", b"\x80\x02" + dictconfig + _int(1) + b"\x85\x81."), "no constructor arguments")
+    _fails(_write_ckpt(tmp_path / "state.ckpt", b"\x80\x02" + dictconfig + b")\x81" + _int(1) + b"b."), "state must be a dict")
+    odict = _global("collections", "OrderedDict") + b")R"
+    _fails(_write_ckpt(tmp_path / "dd.ckpt", b"\x80\x02" + _global("collections", "defaultdict") + odict + b"\x85R."),
+           "defaultdict is only allowed")

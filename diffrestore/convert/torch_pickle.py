@@ -21,6 +21,13 @@ reach real code. Two independent barriers:
 Class objects that Lightning stores as plain values (sgmse keeps
 `hyper_parameters['data_module_cls']`) come back as `TorchGlobal` stand-ins that cannot be
 called, instantiated or modified.
+
+Hydra/omegaconf configs (BABE saves its whole `DictConfig` as `args`) are read as data: the
+pickle may create `DictConfig`, `ListConfig`, `AnyNode` (and the other plain value nodes) and
+their metadata, and hand each one its state once; what comes back is `OmegaDict` (a `dict`) and
+`OmegaList` (a `list`) holding plain values. Type names in the metadata (`typing.Any`,
+`builtins.dict`/`list`/`int`) are inert `TorchGlobal` names, and `collections.defaultdict`
+(the resolver cache) builds an ordinary empty dict; nothing of omegaconf runs.
 """
 from __future__ import annotations
 
@@ -45,6 +52,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "TorchGlobal",
     "Namespace",
+    "OmegaDict",
+    "OmegaList",
     "ALLOWED_GLOBALS",
     "load_torch_checkpoint",
 ]
@@ -113,6 +122,127 @@ class Namespace(types.SimpleNamespace):
         if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
             raise CheckpointError(f"argparse.Namespace state must be a dict of str keys, got {type(state).__name__}")
         self.__dict__.update(state)
+
+
+class _OmegaConfObject:
+    """Common part of the omegaconf stand-ins: created empty (NEWOBJ with no arguments), then
+    given their state by exactly one BUILD, a dict with string keys."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        if args or kwargs:
+            raise CheckpointError(f"{cls.__name__} takes no constructor arguments in a checkpoint")
+        return super().__new__(cls)
+
+    def _take_state(self, state) -> dict:
+        if self._is_built():
+            raise UnsafeCheckpointError(f"the pickle gives a {type(self).__name__} its state twice (BUILD)")
+        if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+            raise CheckpointError(f"{type(self).__name__} state must be a dict with str keys, got {type(state).__name__}")
+        return state
+
+    def _is_built(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _config_value(node):
+    """A child of a DictConfig/ListConfig as plain data; it must have been built already
+    (children are complete before their parent's BUILD in every pickle omegaconf writes)."""
+    if isinstance(node, (OmegaDict, OmegaList, _ConfigValueNode)):
+        if not node._is_built():
+            raise CheckpointError("an omegaconf node is used before it is built (cyclic or reordered config)")
+        return node._value if isinstance(node, _ConfigValueNode) else node._plain()
+    if isinstance(node, _ConfigMetadata):
+        raise CheckpointError("omegaconf metadata where a config value belongs")
+    return node
+
+
+class OmegaDict(_OmegaConfObject, dict):
+    """What an omegaconf `DictConfig` becomes: a plain dict of its (plain) content.
+
+    Interpolations (`${...}`) stay as their strings. A nested config whose content is None or
+    "???" (missing) becomes that value in its parent.
+    """
+
+    __slots__ = ("_built", "_raw")
+
+    def _is_built(self) -> bool:
+        return getattr(self, "_built", False)
+
+    def __setstate__(self, state):
+        content = self._take_state(state).get("_content")
+        if isinstance(content, dict):
+            for key, value in content.items():
+                dict.__setitem__(self, key, _config_value(value))
+        elif content is not None and not isinstance(content, str):
+            raise CheckpointError(f"DictConfig content must be a dict, None or a string, got {type(content).__name__}")
+        object.__setattr__(self, "_raw", None if isinstance(content, dict) else (content,))
+        object.__setattr__(self, "_built", True)
+
+    def _plain(self):
+        return self if self._raw is None else self._raw[0]
+
+
+class OmegaList(_OmegaConfObject, list):
+    """What an omegaconf `ListConfig` becomes: a plain list of its (plain) items."""
+
+    __slots__ = ("_built", "_raw")
+
+    def _is_built(self) -> bool:
+        return getattr(self, "_built", False)
+
+    def __setstate__(self, state):
+        content = self._take_state(state).get("_content")
+        if isinstance(content, list):
+            list.extend(self, [_config_value(value) for value in content])
+        elif content is not None and not isinstance(content, str):
+            raise CheckpointError(f"ListConfig content must be a list, None or a string, got {type(content).__name__}")
+        object.__setattr__(self, "_raw", None if isinstance(content, list) else (content,))
+        object.__setattr__(self, "_built", True)
+
+    def _plain(self):
+        return self if self._raw is None else self._raw[0]
+
+
+class _ConfigValueNode(_OmegaConfObject):
+    """An omegaconf value node (`AnyNode`, `StringNode`, ...): only its `_val` is kept."""
+
+    __slots__ = ("_built", "_value")
+
+    def _is_built(self) -> bool:
+        return getattr(self, "_built", False)
+
+    def __setstate__(self, state):
+        value = self._take_state(state).get("_val")
+        object.__setattr__(self, "_built", True)
+        object.__setattr__(self, "_value", _config_value(value))
+
+    def __repr__(self) -> str:
+        return f"<omegaconf value {getattr(self, '_value', '?')!r}>"
+
+
+class _ConfigMetadata(_OmegaConfObject):
+    """omegaconf `Metadata` / `ContainerMetadata` (types, flags, key): read and dropped."""
+
+    __slots__ = ("_built",)
+
+    def _is_built(self) -> bool:
+        return getattr(self, "_built", False)
+
+    def __setstate__(self, state):
+        self._take_state(state)
+        object.__setattr__(self, "_built", True)
+
+
+def _empty_defaultdict(default_factory=None):
+    # omegaconf's resolver cache is `defaultdict(dict)`. A real defaultdict would call its
+    # factory (here an inert name) on a missing key, so it becomes an ordinary dict.
+    if default_factory is not None and not (
+        isinstance(default_factory, TorchGlobal) and (default_factory.module, default_factory.name) in _INERT_NAMES
+    ):
+        raise CheckpointError(f"collections.defaultdict is only allowed with a plain type name, got {default_factory!r:.60}")
+    return {}
 
 
 class _AllowedCallable(_Sealed):
@@ -289,6 +419,7 @@ _CALLABLES: dict[tuple[str, str], Callable] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch", "Size"): _torch_size,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): _empty_defaultdict,
     ("_codecs", "encode"): _latin1_bytes,
 }
 for _module in ("builtins", "__builtin__"):  # protocol 2 writes the Python 2 module name
@@ -300,16 +431,32 @@ for _module in ("pathlib", "pathlib._local"):  # Python >= 3.13 moved the classe
         _CALLABLES[(_module, _name)] = _path_builder(_pure)
 
 # Types the pickle may instantiate with NEWOBJ (which insists on a real class).
-_TYPES: dict[tuple[str, str], type] = {("argparse", "Namespace"): Namespace}
+_TYPES: dict[tuple[str, str], type] = {
+    ("argparse", "Namespace"): Namespace,
+    ("omegaconf.dictconfig", "DictConfig"): OmegaDict,
+    ("omegaconf.listconfig", "ListConfig"): OmegaList,
+    ("omegaconf.base", "Metadata"): _ConfigMetadata,
+    ("omegaconf.base", "ContainerMetadata"): _ConfigMetadata,
+    # Configs composed from YAML hold AnyNode; the other plain value nodes have the same state.
+    **{("omegaconf.nodes", n): _ConfigValueNode
+       for n in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode")},
+}
 
 # Packages whose classes a checkpoint may *name* as values: returned as TorchGlobal.
 _INERT_PACKAGES = ("sgmse",)
+# Single names allowed as values only (omegaconf metadata: ref/key/element/object types).
+_INERT_NAMES = frozenset(
+    [("typing", "Any")]
+    + [(m, n) for m in ("builtins", "__builtin__") for n in ("dict", "list", "int", "float", "str", "bool")]
+    + [("__builtin__", "long")]  # protocol 2 writes Python 3's int as __builtin__.long
+)
 
 ALLOWED_GLOBALS: frozenset[str] = frozenset(
     [f"{m}.{n}" for m, n in _CALLABLES]
     + [f"{m}.{n}" for m, n in _TYPES]
     + [f"torch.{n}" for n in _STORAGE_DTYPES]
     + [f"{p}.* (inert)" for p in _INERT_PACKAGES]
+    + [f"{m}.{n} (inert)" for m, n in sorted(_INERT_NAMES)]
 )
 
 
@@ -330,7 +477,7 @@ def _resolve(module: str, name: str):
         return _AllowedCallable(f"{module}.{name}", _CALLABLES[key])
     if key in _TYPES:
         return _TYPES[key]
-    if (module == "torch" and name in _STORAGE_DTYPES) or _is_inert(module):
+    if (module == "torch" and name in _STORAGE_DTYPES) or _is_inert(module) or key in _INERT_NAMES:
         return TorchGlobal(module, name)
     # Unsupported torch features get a precise message instead of "unsafe". A dotted name is an
     # attribute walk (e.g. `_rebuild_tensor_v2.__globals__`), never a torch feature.

@@ -1,8 +1,14 @@
-"""Score networks: the NCSN++ backbones of SGMSE in Flax, and import of their PyTorch weights.
+"""Networks in Flax, and import of their PyTorch weights.
+
+Enhancement: the NCSN++ backbones of SGMSE, `net(x, y, t)` on complex spectrograms.
 
     module = build_backbone("ncsnpp", dtype=jnp.bfloat16, nf=128)
     params = params_from_torch("ncsnpp", kwargs, state_dict)
     out = module.apply({"params": params}, x, y, t)   # complex (B, 1, F, T)
+
+Priors of clean audio: CQT-Diff's U-Net ("cqtdiff") and CQTdiff+ ("cqtdiffplus"),
+`F(x, c_noise)` on waveforms (B, L), the raw network that EDM preconditions.
+`build_network(name, ...)` builds any of them by name.
 """
 from diffrestore.models.ncsnpp import (
     BACKBONES,
@@ -16,7 +22,60 @@ from diffrestore.models.ncsnpp import (
 )
 from diffrestore.models.torch_import import param_shapes, params_from_torch, torch_param_names, torch_param_shapes
 
+PRIOR_NETWORKS = ("cqtdiff", "cqtdiffplus")
+NETWORKS = BACKBONES + PRIOR_NETWORKS
+# BABE's own name of CQTdiff+ (`conf/network/cqtdiff+.yaml: name`).
+_PRIOR_ALIASES = {"cqtdiff+": "cqtdiffplus"}
+
+
+def prior_network_name(name: str) -> str:
+    """The registered name of a prior network: "cqtdiff", "cqtdiffplus" ("cqtdiff+" is accepted)."""
+    key = _PRIOR_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in PRIOR_NETWORKS:
+        raise ValueError(f"unknown prior network {name!r}; expected one of {PRIOR_NETWORKS}")
+    return key
+
+
+def build_prior_network(name: str, dtype=None, **kwargs):
+    """The Flax module of an unconditional waveform prior: `apply(params, x (B, L), c_noise (B,)) -> (B, L)`.
+
+    Args:
+      name: "cqtdiff" (CQT-Diff's `Unet_CQT`) or "cqtdiffplus" (BABE's CQTdiff+, alias "cqtdiff+").
+      dtype: compute dtype of convolutions and matmuls (default float32; e.g. jnp.bfloat16);
+        parameters, the CQT and normalisation statistics stay float32.
+      **kwargs: the network's options (ints, floats, bools, strings, tuples); missing ones take
+        the reference's shipped values (`cqtdiff.DEFAULTS`, `cqtdiffplus.DEFAULTS`).
+    Raises:
+      ValueError: unknown network or invalid value; TypeError: unknown keyword.
+    """
+    import jax.numpy as jnp
+
+    from diffrestore.models import cqtdiff, cqtdiffplus
+
+    dtype = jnp.float32 if dtype is None else dtype
+    builder = {"cqtdiff": cqtdiff.build, "cqtdiffplus": cqtdiffplus.build}[prior_network_name(name)]
+    return builder(dtype=dtype, **kwargs)
+
+
+def build_network(name: str, dtype=None, remat: str = "none", **kwargs):
+    """The Flax module of any network by name: an NCSN++ backbone (`build_backbone`) or a
+    prior's network (`PRIOR_NETWORKS`); kwargs are its constructor options."""
+    import jax.numpy as jnp
+
+    dtype = jnp.float32 if dtype is None else dtype
+    if name in BACKBONES:
+        return build_backbone(name, dtype=dtype, remat=remat, **kwargs)
+    if name in PRIOR_NETWORKS or name in _PRIOR_ALIASES:
+        return build_prior_network(name, dtype=dtype, **kwargs)
+    raise ValueError(f"unknown network {name!r}; choose from {NETWORKS}")
+
+
 __all__ = [
+    "NETWORKS",
+    "PRIOR_NETWORKS",
+    "build_network",
+    "build_prior_network",
+    "prior_network_name",
     "BACKBONES",
     "DEFAULTS",
     "NCSNpp",

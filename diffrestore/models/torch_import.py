@@ -13,6 +13,9 @@ names, so each torch key maps to one Flax path. Layouts:
 | GaussianFourierProjection `W` [nf]      | `W` [nf] (fixed; see layers)  |
 
 kh is the frequency axis in both.
+
+The same four functions serve the waveform priors ("cqtdiff", "cqtdiffplus"): they dispatch to
+`cqt_torch_import`, whose tables also list the reference's buffers (resampling kernels).
 """
 from __future__ import annotations
 
@@ -105,6 +108,16 @@ def _entries(cfg: NCSNppConfig) -> dict[str, _Entry]:
     return entries
 
 
+def _prior(name: str):
+    """The canonical prior-network name, or None for the NCSN++ backbones."""
+    from diffrestore.models import prior_network_name
+
+    try:
+        return prior_network_name(name)
+    except ValueError:
+        return None
+
+
 def torch_param_names(name: str, kwargs: Mapping) -> list[str]:
     """The reference's `named_parameters()` names, in order, without the `dnn.` prefix.
 
@@ -119,11 +132,19 @@ def torch_param_names(name: str, kwargs: Mapping) -> list[str]:
 
 def torch_param_shapes(name: str, kwargs: Mapping) -> dict[str, tuple[int, ...]]:
     """`torch_param_names` with each tensor's shape in the reference layout, in order."""
+    if _prior(name):
+        from diffrestore.models import cqt_torch_import
+
+        return cqt_torch_import.torch_param_shapes(_prior(name), kwargs)
     return {k: e.torch_shape for k, e in _entries(make_config(name, **dict(kwargs))).items()}
 
 
 def param_shapes(name: str, kwargs: Mapping) -> dict:
     """The Flax "params" tree of the backbone as nested dicts of shapes (no arrays built)."""
+    if _prior(name):
+        from diffrestore.models import cqt_torch_import
+
+        return cqt_torch_import.param_shapes(_prior(name), kwargs)
     tree: dict = {}
     for entry in _entries(make_config(name, **dict(kwargs))).values():
         shape = _TRANSFORMS[entry.transform](np.empty(entry.torch_shape, np.bool_)).shape
@@ -144,7 +165,13 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
       you want), ready for `module.apply({"params": params}, ...)`.
     Raises:
       ValueError: naming every missing key, unexpected key and wrongly shaped tensor.
+
+    For "cqtdiff" / "cqtdiffplus" see `cqt_torch_import.params_from_torch`.
     """
+    if _prior(name):
+        from diffrestore.models import cqt_torch_import
+
+        return cqt_torch_import.params_from_torch(_prior(name), kwargs, state_dict)
     cfg = make_config(name, **dict(kwargs))
     entries = _entries(cfg)
     missing = [k for k in entries if k not in state_dict]
