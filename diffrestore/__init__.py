@@ -1,6 +1,7 @@
 """diffrestore: audio restoration with diffusion models in JAX/Flax.
 
-The public entry point is `diffrestore.Enhancer`; the building blocks live in
+The public entry points are `diffrestore.Enhancer` (supervised enhancement) and
+`diffrestore.Prior` (unconditional priors of clean audio); the building blocks live in
 `diffrestore.audio`, `.sde`, `.models`, `.sampling`, `.losses`, `.convert`, `.data`, `.train`.
 """
 __version__ = "0.1.0"
@@ -12,7 +13,11 @@ def __getattr__(name):
         from diffrestore.enhancer import Enhancer
 
         return Enhancer
+    if name == "Prior":
+        from diffrestore.prior import Prior
+
+        return Prior
     raise AttributeError(f"module 'diffrestore' has no attribute {name!r}")
 
 
-__all__ = ["Enhancer", "__version__"]
+__all__ = ["Enhancer", "Prior", "__version__"]

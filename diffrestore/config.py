@@ -81,6 +81,48 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def edm_sde_config(**overrides) -> ml_collections.ConfigDict:
+    """The `sde` group of a prior: EDM (`diffrestore.sde.EDM`) with CQT-Diff's values
+    (σ_data 0.057; sampling σ 1e-4 … 1, ρ 13; training σ ρ-uniform in 1e-6 … 10, ρ_t 10)."""
+    c = ml_collections.ConfigDict()
+    c.name = "edm"
+    c.sigma_min = 1e-4
+    c.sigma_max = 1.0
+    c.rho = 13.0
+    c.sigma_data = 0.057
+    c.train_distribution = "rho_uniform"  # rho_uniform (the references) | lognormal (EDM's paper)
+    c.rho_train = 10.0
+    c.train_sigma_min = 1e-6
+    c.train_sigma_max = 10.0
+    c.p_mean = -1.2  # lognormal only
+    c.p_std = 1.2
+    c.update(overrides)
+    return c
+
+
+def prior_config(backbone: str = "cqtdiff", **backbone_kwargs) -> ml_collections.ConfigDict:
+    """A prior of clean audio: `default_config()` with the network `backbone` (a name of
+    `diffrestore.models.PRIOR_NETWORKS`), the EDM process and its stochastic Heun sampler
+    with CQT-Diff's settings (T = 35, S_churn 5), on 22.05 kHz audio."""
+    c = default_config()
+    c.model.backbone = backbone
+    c.model.backbone_kwargs = ml_collections.ConfigDict(backbone_kwargs)
+    c.model.loss_reduction = "mean"  # the references' MSE over every sample (see losses.edm_loss_from_output)
+    c.sde = edm_sde_config()
+    c.data.sample_rate = 22050
+    c.data.segment_length = 65536  # training segment, samples (CQT-Diff; CQTdiff+ uses 184184)
+    c.data.normalize = "none"
+    s = c.sampling
+    s.sampler = "edm_heun"
+    s.num_steps = 35
+    s.S_churn = 5.0
+    s.S_tmin = 0.0
+    s.S_tmax = 50.0
+    s.S_noise = 1.0
+    s.convention = "cqtdiff"  # when churn noise is drawn: cqtdiff (only where γ > 0) | babe | karras
+    return c
+
+
 def spectrogram_config(config) -> SpectrogramConfig:
     d = config.data
     return SpectrogramConfig(
@@ -88,6 +130,12 @@ def spectrogram_config(config) -> SpectrogramConfig:
         spec_factor=float(d.spec_factor), spec_abs_exponent=float(d.spec_abs_exponent),
         transform_type=str(d.transform_type), window=str(d.window),
     )
+
+
+def is_prior(config) -> bool:
+    """True for an unconditional prior of clean audio (EDM on waveforms: CQT-Diff, CQTdiff+,
+    the speech prior), False for a conditional enhancement model (an SDE on spectrograms)."""
+    return str(config.sde.name).lower() == "edm"
 
 
 def build_sde(config):
@@ -114,11 +162,25 @@ def compute_dtype(config):
 
 
 def build_backbone(config):
-    """The Flax backbone module of a config."""
-    from diffrestore.models import build_backbone as _build
+    """The Flax network of a config (NCSN++ for enhancement, a prior's network for priors)."""
+    from diffrestore.models import build_network
 
     kwargs = dict(config.model.backbone_kwargs.to_dict())
-    return _build(config.model.backbone, dtype=compute_dtype(config), remat=config.model.get("remat", "none"), **kwargs)
+    return build_network(config.model.backbone, dtype=compute_dtype(config), remat=config.model.get("remat", "none"), **kwargs)
+
+
+def example_inputs(config, batch_size: int = 1) -> tuple:
+    """Zero inputs of the network's call, of the training shape: what `module.init` takes.
+
+    Enhancement models: (x, y) complex64 (B, 1, F, num_frames) and t (B,); priors: the
+    waveform x float32 (B, segment) and c_noise (B,).
+    """
+    if is_prior(config):
+        from diffrestore.data.defaults import crop_length
+
+        return (jnp.zeros((batch_size, crop_length(config.data)), jnp.float32), jnp.zeros((batch_size,), jnp.float32))
+    x = jnp.zeros((batch_size, 1, spectrogram_config(config).num_freqs, int(config.data.num_frames)), jnp.complex64)
+    return x, x, jnp.ones((batch_size,), jnp.float32)
 
 
 def abstract_params(config):
@@ -126,21 +188,39 @@ def abstract_params(config):
     import jax
 
     module = build_backbone(config)
-    x = jax.ShapeDtypeStruct((1, 1, spectrogram_config(config).num_freqs, int(config.data.num_frames)), jnp.complex64)
-    t = jax.ShapeDtypeStruct((1,), jnp.float32)
-    return jax.eval_shape(lambda x, t: module.init(jax.random.key(0), x, x, t)["params"], x, t)
+    inputs = example_inputs(config)
+    return jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a)["params"], *inputs)
 
 
 def build_model_fn(config, module=None):
-    """`model_fn(params, x_t, y, t, train=False, rngs=None)` -> score or x̂ (see `diffrestore.score`)."""
-    from diffrestore.score import make_model_fn
+    """What samplers and losses call, with the parameters as first argument.
+
+    Enhancement models: `model_fn(params, x_t, y, t, train=False, rngs=None)` -> score or x̂
+    (see `diffrestore.score`). Priors: `denoise_fn(params, x, sigma)` -> D(x, σ), the EDM
+    denoiser of waveforms (B, L).
+    """
+    from diffrestore.score import make_edm_denoiser, make_model_fn
 
     module = module if module is not None else build_backbone(config)
+    if is_prior(config):
+        return make_edm_denoiser(prior_apply_fn(module), build_sde(config))
 
     def apply_fn(params, x, y, t, train=False, rngs=None):
         return module.apply({"params": params}, x, y, t, train=train, rngs=rngs)
 
     return make_model_fn(apply_fn, build_sde(config), output_spec(config))
+
+
+def prior_apply_fn(module):
+    """`apply_fn(params, x_in, c_noise, **kw) -> F` of a prior network (the raw network that
+    `score.make_edm_denoiser` and `losses.make_edm_loss_fn` precondition). The prior networks
+    have no dropout, so training flags are accepted and ignored."""
+
+    def apply_fn(params, x, c_noise, train=False, rngs=None):
+        del train, rngs
+        return module.apply({"params": params}, x, c_noise)
+
+    return apply_fn
 
 
 def to_json(config) -> str:

@@ -86,6 +86,11 @@ def main_train(argv=None) -> int:
     except NonFiniteLossError as e:
         print(f"diffrestore train: {e}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError) as e:
+        # Bad data or settings (a broken file named by the data loader, a wrong field value):
+        # a clear message, not a traceback; the workdir's checkpoints are untouched.
+        print(f"diffrestore train: error: {e}", file=sys.stderr)
+        return 2
     summary = "  ".join(f"{k} {v:.4g}" for k, v in sorted(result.items()) if isinstance(v, float))
     print(f"done: {workdir} at step {result.get('step')}  {summary}")
     return 0

@@ -73,3 +73,13 @@ def add_training_groups(config: ml_collections.ConfigDict) -> ml_collections.Con
 def training_config() -> ml_collections.ConfigDict:
     """`diffrestore.config.default_config()` plus the training groups: SGMSE+ at 16 kHz."""
     return add_training_groups(config_lib.default_config())
+
+
+def prior_training_config(backbone: str = "cqtdiff", **backbone_kwargs) -> ml_collections.ConfigDict:
+    """`diffrestore.config.prior_config(...)` plus the training groups, for a prior trained on
+    a folder of clean audio (`data.dataset = "clean"`); validation draws unconditional
+    samples with `training.eval_num_steps` sampler steps. Recipes set their optimizer."""
+    config = add_training_groups(config_lib.prior_config(backbone, **backbone_kwargs))
+    config.data.dataset = "clean"
+    config.training.eval_num_steps = int(config.sampling.num_steps)
+    return config

@@ -18,6 +18,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -156,6 +157,76 @@ class _Validation:
         return scores
 
 
+class _PriorValidation:
+    """Validation of a prior with the EMA weights: the EDM loss on fixed clean validation
+    segments at fixed noise levels (the same noise every time, so successive values differ
+    only by the weights) and a few unconditional samples, written as audio and spectrograms.
+    """
+
+    SIGMAS = (0.01, 0.1, 1.0)  # noise levels of the validation loss, around σ_data .. σ_max
+
+    def __init__(self, config, writer):
+        from diffrestore.data import load_eval_segments
+        from diffrestore.data.defaults import crop_length
+
+        t = config.training
+        self.config, self.writer = config, writer
+        self.length = crop_length(config.data)
+        self.segments = load_eval_segments(config.data, "valid", int(t.num_eval_files), self.length)
+        self.num_samples = int(t.num_eval_examples)
+        self.num_steps = int(t.eval_num_steps)
+        self.prior = None
+        self._loss = None
+
+    def _build_loss(self):
+        from diffrestore.losses import edm_loss_from_output
+
+        module, sde = self.prior.module, self.prior.sde
+        apply_fn = config_lib.prior_apply_fn(module)
+        reduction = str(self.config.model.get("loss_reduction", "mean"))
+        rng = np.random.default_rng(20241)
+        noise = rng.standard_normal((len(self.SIGMAS),) + self.segments.shape).astype(np.float32)
+
+        def losses(params, x0):
+            out = []
+            for k, level in enumerate(self.SIGMAS):
+                sigma = jnp.full(x0.shape[:1], level, jnp.float32)
+                x_noisy = x0 + level * noise[k]
+                _, _, c_in, c_noise = sde.precondition(sigma)
+                net = apply_fn(params, c_in[:, None] * x_noisy, c_noise)
+                out.append(edm_loss_from_output(net, x0=x0, x_noisy=x_noisy, sigma=sigma, sde=sde, reduction=reduction))
+            return jnp.stack(out)
+
+        return jax.jit(losses)
+
+    def __call__(self, step: int, ema_params) -> dict:
+        from diffrestore.prior import Prior
+        from diffrestore.train.evaluate import spectrogram_image
+
+        params = _local_copy(ema_params)
+        if self.prior is None:
+            self.prior = Prior(self.config, params, devices=jax.local_devices()[:1], compilation_cache=None)
+        else:
+            self.prior.params = params
+        start = time.perf_counter()
+        scores = {}
+        if len(self.segments):
+            if self._loss is None:
+                self._loss = self._build_loss()
+            values = np.asarray(self._loss(self.prior.params, jnp.asarray(self.segments)))
+            scores["valid/loss"] = float(np.mean(values))
+            scores.update({f"valid/loss_sigma_{level:g}": float(v) for level, v in zip(self.SIGMAS, values)})
+        if self.num_samples > 0:
+            samples = self.prior.sample(self.num_samples, length=self.length, num_steps=self.num_steps, seed=0)
+            scores["valid/sample_rms"] = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+            rate = self.prior.sample_rate
+            for i, wave in enumerate(samples):
+                self.writer.write_audio(step, f"sample{i}", np.clip(wave, -1.0, 1.0), rate)
+                self.writer.write_image(step, f"sample{i}", spectrogram_image(wave, 1024, 256))
+        scores["valid/seconds"] = time.perf_counter() - start
+        return scores
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Trains (or resumes training of) `config` in `workdir`.
 
@@ -231,7 +302,8 @@ def train_and_evaluate(config, workdir) -> dict:
 
         # ---- evaluation: validation enhancement with the EMA weights, on process 0.
         eval_every = int(t.eval_every_steps)
-        validation = _Validation(config, writer) if eval_every > 0 and is_main else None
+        validator = _PriorValidation if config_lib.is_prior(config) else _Validation
+        validation = validator(config, writer) if eval_every > 0 and is_main else None
 
         # ---- loop.
         log_every = max(1, int(t.log_every_steps))

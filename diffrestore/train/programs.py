@@ -22,7 +22,7 @@ from diffrestore import config as config_lib
 from diffrestore.train import mesh as mesh_lib
 from diffrestore.train.optimizer import make_optimizer
 from diffrestore.train.state import TrainState, make_init_fn
-from diffrestore.train.step import make_train_step
+from diffrestore.train.step import batch_keys, make_train_step
 
 log = logging.getLogger("diffrestore.train")
 
@@ -54,6 +54,7 @@ class TrainPrograms:
     batch_sharding: Any
     init: Callable
     train_step: Callable
+    batch_keys: tuple = ("clean", "noisy")  # the waveforms of a batch: ("clean",) for a prior
     _compiled_step: Any = None
     _compiled_init: Any = None
 
@@ -83,7 +84,7 @@ class TrainPrograms:
         )
         wave = jax.ShapeDtypeStruct((global_batch_size, num_samples), jax.numpy.float32, sharding=self.batch_sharding)
         rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(self.mesh))
-        return state, {"clean": wave, "noisy": wave}, rng
+        return state, {key: wave for key in self.batch_keys}, rng
 
     def compile_step_abstract(self, global_batch_size: int, num_samples: int):
         """Compiles the update step ahead of time from shapes alone (no parameters, no data).
@@ -131,9 +132,9 @@ def build_programs(config, mesh) -> TrainPrograms:
 
     module = config_lib.build_backbone(config)
     tx, schedule = make_optimizer(config.optim)
-    num_freqs = config_lib.spectrogram_config(config).num_freqs
     # The network is initialised on a batch of one: parameter shapes do not depend on B.
-    init_fn = make_init_fn(module, tx, batch_size=1, num_freqs=num_freqs, num_frames=int(config.data.num_frames))
+    init_fn = make_init_fn(module, tx, config_lib.example_inputs(config, batch_size=1))
+    keys = batch_keys(config)
     # Shapes first (no memory, no compilation), then shardings, then the sharded program: the
     # parameters are created where they live and never gathered on one device.
     abstract_state = jax.eval_shape(init_fn, jax.random.key(0))
@@ -142,14 +143,14 @@ def build_programs(config, mesh) -> TrainPrograms:
     batch_sharding = mesh_lib.batch_sharding(mesh)
     train_step = jax.jit(
         make_train_step(config, module=module, tx=tx, schedule=schedule),
-        in_shardings=(state_sharding, {"clean": batch_sharding, "noisy": batch_sharding}, replicated),
+        in_shardings=(state_sharding, {key: batch_sharding for key in keys}, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,  # the old state's buffers become the new state's
     )
     programs = TrainPrograms(
         mesh=mesh, module=module, tx=tx, schedule=schedule, abstract_state=abstract_state,
         state_sharding=state_sharding, batch_sharding=batch_sharding,
-        init=jax.jit(init_fn, out_shardings=state_sharding), train_step=train_step,
+        init=jax.jit(init_fn, out_shardings=state_sharding), train_step=train_step, batch_keys=keys,
     )
     _cache[key] = programs
     while len(_cache) > _CACHE_SIZE:

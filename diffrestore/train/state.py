@@ -26,16 +26,17 @@ class TrainState:
     opt_state: Any
 
 
-def make_init_fn(module, tx, *, batch_size: int, num_freqs: int, num_frames: int) -> Callable:
+def make_init_fn(module, tx, inputs: tuple) -> Callable:
     """Returns `init_fn(rng) -> TrainState`, pure, for `jax.eval_shape` and a sharded `jax.jit`.
 
-    The network is initialised on a dummy batch of the training shape (B, 1, F, T).
+    Args:
+      module: the Flax network; tx: the optax transformation.
+      inputs: dummy arguments of the network's call (`config.example_inputs`); parameter
+        shapes do not depend on their batch size.
     """
 
     def init_fn(rng):
-        x = jnp.zeros((batch_size, 1, num_freqs, num_frames), jnp.complex64)
-        t = jnp.ones((batch_size,), jnp.float32)
-        params = module.init({"params": rng, "dropout": rng}, x, x, t, train=False)["params"]
+        params = module.init({"params": rng, "dropout": rng}, *inputs)["params"]
         # The EMA starts as a copy of the initial weights (torch_ema clones them); copying keeps
         # the two trees in distinct buffers, so donating the state never donates one buffer twice.
         ema_params = jax.tree.map(jnp.copy, params)

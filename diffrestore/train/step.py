@@ -46,8 +46,35 @@ def batch_to_spectrograms(batch, spectrogram, normalize: str = "none"):
     return x0.astype(jnp.complex64), y.astype(jnp.complex64)
 
 
+def batch_keys(config) -> tuple:
+    """The waveforms a training batch holds: (clean, noisy) pairs, or clean audio for a prior."""
+    return ("clean",) if config_lib.is_prior(config) else ("clean", "noisy")
+
+
+def make_objective(config, module=None) -> tuple[Callable, Callable]:
+    """(prepare, loss_fn) of a config: `prepare(batch) -> (x0, y)` turns a batch of waveforms
+    into the loss's inputs, `loss_fn(params, x0, y, rng, **model_kwargs) -> (loss, aux)`.
+
+    Enhancement models: x0, y are the clean and noisy compressed spectrograms (B, 1, F, T)
+    and the loss is `losses.make_loss_fn`'s. Priors: x0 is the clean waveform (B, L), y is
+    None, and the loss is EDM's (`losses.make_edm_loss_fn`, `model.loss_reduction`).
+    """
+    module = module if module is not None else config_lib.build_backbone(config)
+    if config_lib.is_prior(config):
+        from diffrestore.losses import make_edm_loss_fn
+
+        loss_fn = make_edm_loss_fn(
+            config_lib.prior_apply_fn(module), config_lib.build_sde(config),
+            reduction=str(config.model.get("loss_reduction", "mean")),
+        )
+        return (lambda batch: (jnp.asarray(batch["clean"], jnp.float32), None)), loss_fn
+    spectrogram = config_lib.spectrogram_config(config)
+    normalize = str(config.data.get("normalize", "none"))
+    return (lambda batch: batch_to_spectrograms(batch, spectrogram, normalize)), make_loss_fn_from_config(config, module)
+
+
 def make_loss_fn_from_config(config, module=None) -> Callable:
-    """`loss_fn(params, x0, y, rng, **model_kwargs) -> (loss, aux)` of a config."""
+    """`loss_fn(params, x0, y, rng, **model_kwargs) -> (loss, aux)` of an enhancement config."""
     m = config.model
     return make_loss_fn(
         config_lib.build_model_fn(config, module),
@@ -72,7 +99,7 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
 
     Returns:
       `train_step(state, batch, base_rng) -> (state, measurements)` where batch is
-      {"clean", "noisy"} float32 waveforms (B, L) and measurements is a flat dict of float32
+      {"clean", "noisy"} float32 waveforms (B, L) ({"clean"} for a prior) and measurements is a flat dict of float32
       scalars: loss, grad_norm, param_norm, learning_rate, ema_decay, t_mean, nonfinite_inputs
       (the number of NaN/inf samples in the batch).
     """
@@ -80,9 +107,7 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
         tx, schedule = make_optimizer(config.optim)
     if schedule is None:
         raise ValueError("pass the learning-rate schedule together with tx")
-    loss_fn = make_loss_fn_from_config(config, module)
-    spectrogram = config_lib.spectrogram_config(config)
-    normalize = str(config.data.get("normalize", "none"))
+    prepare, loss_fn = make_objective(config, module)
     ema_decay = float(config.training.ema_decay)
     accum = int(config.optim.grad_accum_steps)
 
@@ -90,7 +115,7 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
         # A fresh key per step that depends only on (seed, step): restarts replay exactly.
         rng = jax.random.fold_in(base_rng, state.step)
         loss_rng, dropout_rng = jax.random.split(rng)
-        x0, y = batch_to_spectrograms(batch, spectrogram, normalize)
+        x0, y = prepare(batch)
 
         def objective(params):
             return loss_fn(params, x0, y, loss_rng, train=True, rngs={"dropout": dropout_rng})
@@ -117,7 +142,7 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
             "t_mean": aux["t_mean"],
             # The spectrogram compression maps NaN/inf samples to 0, so bad input would not show
             # in the loss; count it so the host can stop on it.
-            "nonfinite_inputs": sum(jnp.sum(~jnp.isfinite(v)) for v in (batch["clean"], batch["noisy"])).astype(jnp.float32),
+            "nonfinite_inputs": sum(jnp.sum(~jnp.isfinite(v)) for v in batch.values()).astype(jnp.float32),
         }
         new_state = TrainState(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
         return new_state, measurements
