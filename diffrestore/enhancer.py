@@ -31,13 +31,9 @@ The number of steps is a runtime value and never recompiles.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
-import math
 import pathlib
-import threading
-import time
 from typing import Sequence
 
 import jax
@@ -45,10 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffrestore import config as config_lib
-from diffrestore import sampling, xla_cache
+from diffrestore import inference, sampling, xla_cache
 from diffrestore.audio.resample import resample
 from diffrestore.audio.stft import stft_of_prefix
 from diffrestore.audio.transforms import pad_frames_of_prefix, spec_forward, to_audio
+# The engine's pieces, importable from here as before.
+from diffrestore.inference import (  # noqa: F401
+    BatchTooLargeError, available_memory_bytes, batch_rows, bucket_for, chunk_starts, crossfade_join, row_counts,
+)
 
 log = logging.getLogger("diffrestore")
 
@@ -62,10 +62,6 @@ DEFAULT_BUCKETS = (64, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1280, 1536,
 
 # Options each sampler takes from `config.sampling` when the caller does not give them.
 _CONFIG_OPTIONS = {"pc": ("predictor", "corrector", "snr", "corrector_steps")}
-
-
-class BatchTooLargeError(MemoryError):
-    """A batch whose program needs more memory than the device (or host) has free."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +92,7 @@ class Enhancer:
             order it runs them, so a bucket's program compiles while the previous one runs.
         """
         self.config = config
-        if compilation_cache is False:
-            xla_cache.disable()
-        elif compilation_cache is not None:
-            xla_cache.enable(None if compilation_cache is True else compilation_cache)
+        xla_cache.configure(compilation_cache)
         # One batch axis over the devices; parameters replicated on each of them.
         devices = jax.local_devices() if devices is None else list(devices)
         self.mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
@@ -111,16 +104,21 @@ class Enhancer:
         self.spec = config_lib.output_spec(config)
         self.model_fn = config_lib.build_model_fn(config)
         self._forward = jax.jit(self.model_fn)
-        self.compile_ahead = bool(compile_ahead)
-        self._programs = {}  # (settings key, frames, rows) -> Future of a compiled program
+        self.programs = inference.Programs(compile_ahead)  # (settings, frames, rows) -> compiled
         self._spectrogram_programs = {}  # settings key -> jitted sampler on spectrograms
-        self._lock = threading.Lock()
-        self._compiler = None  # a one-thread executor, made on first use
         self.compiled_programs = 0  # incremented each time a sampling program is traced
-        self.compile_log: list[dict] = []  # one entry per program built: shape, seconds, cached
         self.last_network_evaluations = 0  # per example, of the last sampling call
         self.last_batches: list[tuple[int, int, int]] = []  # (frames, rows run, real rows) of the last enhance()
-        self.compile_wait_seconds = 0.0  # time enhance() has waited for programs to compile, in all
+
+    @property
+    def compile_log(self) -> list[dict]:
+        """One entry per program built: sampler, frames, rows, seconds, from_cache, bytes."""
+        return self.programs.compile_log
+
+    @property
+    def compile_wait_seconds(self) -> float:
+        """Time enhance() has waited for programs to compile, in all."""
+        return self.programs.compile_wait_seconds
 
     @property
     def params(self):
@@ -143,6 +141,7 @@ class Enhancer:
         """
         from diffrestore import checkpoint
 
+        xla_cache.configure(kwargs.get("compilation_cache", True))  # before restoring compiles anything
         path = pathlib.Path(path)
         if path.is_file():
             from diffrestore.convert.sgmse import load_sgmse_checkpoint
@@ -216,7 +215,7 @@ class Enhancer:
 
             def run(params, y, base, ids, num_steps):
                 self.compiled_programs += 1  # runs at trace time only
-                keys = _row_keys(base, ids, jnp.full(ids.shape, -1, jnp.int32))
+                keys = inference.row_keys(base, ids, jnp.full(ids.shape, -1, jnp.int32))
                 score_or_data = lambda x, yy, t: model_fn(params, x, yy, t)
                 return sample_fn(score_or_data, self.sde, y, sampling.keyed_noise(keys), num_steps)
 
@@ -283,53 +282,30 @@ class Enhancer:
         ids = list(range(len(waves))) if example_ids is None else [int(i) for i in example_ids]
         if len(ids) != len(waves):
             raise ValueError(f"{len(ids)} example_ids for {len(waves)} signals")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        max_rows = -(-batch_size // self.mesh.size) * self.mesh.size
+        max_rows = inference.max_rows_for(batch_size, self.mesh.size)
 
-        # Every signal becomes one or more rows: (signal, chunk index or -1, start, length, bucket).
         signals = [self._prepare(i, w, rate, model_rate) for i, w in enumerate(waves)]
-        rows = []
-        for i, (wave, peak) in enumerate(signals):
-            if peak == 0.0:
-                continue  # silence: nothing to enhance, the output is silence
-            if wave.shape[0] <= chunk_len:
-                rows.append((i, -1, 0, wave.shape[0], bucket_for(self._frames(wave.shape[0]), buckets)))
-            else:
-                for j, start in enumerate(chunk_starts(wave.shape[0], chunk_len, overlap)):
-                    rows.append((i, j, start, chunk_len, buckets[-1]))
-
-        # Batches of one bucket each, as many rows as exist (up to max_rows), in bucket order.
-        by_bucket: dict[int, list] = {}
-        for row in rows:
-            by_bucket.setdefault(row[4], []).append(row)
-        batches = []
-        for frames, members in sorted(by_bucket.items()):
-            for b in range(0, len(members), max_rows):
-                part = members[b : b + max_rows]
-                batches.append((frames, batch_rows(len(part), max_rows, self.mesh.size), part))
+        normalised = [wave for wave, _ in signals]
+        segments = inference.plan_segments(
+            [w.shape[0] for w in normalised], bucket_of=lambda n: bucket_for(self._frames(n), buckets),
+            chunk_length=chunk_len, overlap=overlap, largest_bucket=buckets[-1],
+            skip=[peak == 0.0 for _, peak in signals],  # silence: nothing to enhance, the output is silence
+        )
+        batches = inference.plan_batches(segments, max_rows, self.mesh.size)
         # Ask for every program now, in the order they run: the background thread compiles the
         # next while the current batch runs.
-        programs = [self._program(settings, frames, count) for frames, count, _ in batches]
-        self.last_batches = [(frames, count, len(part)) for frames, count, part in batches]
+        programs = [self._program(settings, batch.bucket, batch.rows) for batch in batches]
+        self.last_batches = [(batch.bucket, batch.rows, len(batch.segments)) for batch in batches]
 
         pieces: dict[tuple[int, int], np.ndarray] = {}
-        for (frames, count, part), program in zip(batches, programs):
-            waited = time.perf_counter()
-            compiled = program.result()
-            self.compile_wait_seconds += time.perf_counter() - waited
-            out = self._run_batch(compiled, part, signals, frames, count, seed, ids, settings)
-            pieces.update(zip([(r[0], r[1]) for r in part], out))
+        for batch, program in zip(batches, programs):
+            out = self._run_batch(self.programs.wait(program), batch, normalised, ids, seed, settings)
+            pieces.update(((s.signal, s.chunk), piece) for s, piece in zip(batch.segments, out))
 
+        joined = inference.join_segments(pieces, [w.shape[0] for w in normalised], chunk_len, overlap)
         outputs = []
-        for i, (wave, peak) in enumerate(signals):
-            if peak == 0.0:
-                enhanced = np.zeros_like(wave)
-            elif (i, -1) in pieces:
-                enhanced = pieces[(i, -1)]
-            else:
-                starts = chunk_starts(wave.shape[0], chunk_len, overlap)
-                enhanced = crossfade_join([pieces[(i, j)] for j in range(len(starts))], starts, wave.shape[0])
+        for i, ((wave, peak), enhanced) in enumerate(zip(signals, joined)):
+            enhanced = np.zeros_like(wave) if enhanced is None else enhanced
             outputs.append(self._finish(enhanced * peak, len(waves[i]), rate, model_rate))
         return outputs
 
@@ -351,48 +327,24 @@ class Enhancer:
         peak = float(np.max(np.abs(wave)))
         return (wave / peak if peak > 0 else wave), peak
 
-    def _run_batch(self, program, batch, signals, frames, count, seed, ids, settings):
-        """Enhances one batch of rows (signal, chunk, start, length, bucket) on `count` rows;
-        returns the normalised waves of the real rows."""
-        samples = _bucket_samples(frames, self.spectrogram.hop_length)
-        waves = np.zeros((count, samples), np.float32)
-        lengths = np.zeros(count, np.int32)
-        row_ids = np.zeros(count, np.uint32)
-        chunks = np.zeros(count, np.int32)
-        # Filler rows (to reach `count`) repeat the first row; their output is discarded.
-        for r in range(count):
-            i, j, start, length, _ = batch[r] if r < len(batch) else batch[0]
-            waves[r, :length] = signals[i][0][start : start + length]
-            lengths[r], row_ids[r], chunks[r] = length, ids[i], j
-        inputs = jax.device_put((waves, lengths, row_ids, chunks), self._rows)
-        out, nfe = program(self.params, *inputs, jax.random.key(seed), jnp.int32(settings.num_steps))
+    def _run_batch(self, program, batch: inference.Batch, waves, ids, seed, settings):
+        """Enhances one batch; returns the normalised waves of its real rows."""
+        inputs = (
+            inference.gather_rows(batch, waves, _bucket_samples(batch.bucket, self.spectrogram.hop_length)),
+            inference.row_lengths(batch),
+            inference.row_values(batch, ids, np.uint32),
+            inference.row_values(batch, None, np.int32),
+        )
+        out, nfe = program(self.params, *jax.device_put(inputs, self._rows), jax.random.key(seed), jnp.int32(settings.num_steps))
         self.last_network_evaluations = int(nfe)
         out = np.asarray(out)
-        return [out[r, : row[3]] for r, row in enumerate(batch)]
+        return [out[r, : s.length] for r, s in enumerate(batch.segments)]
 
     # ------------------------------------------------------------------ compiled programs
-    def _program(self, settings: SamplerSettings, frames: int, rows: int) -> concurrent.futures.Future:
+    def _program(self, settings: SamplerSettings, frames: int, rows: int):
         """The compiled enhancement program for (settings, bucket, rows), as a Future."""
         key = (settings.sampler, settings.options, frames, rows)
-        with self._lock:
-            future = self._programs.get(key)
-            # A failed build (e.g. a batch that did not fit) is tried again, not remembered.
-            if future is None or (future.done() and future.exception() is not None):
-                future = self._programs[key] = self._submit(self._compile, settings, frames, rows)
-        return future
-
-    def _submit(self, fn, *args) -> concurrent.futures.Future:
-        """Runs fn(*args) in the compile thread (compile_ahead) or right here."""
-        if self.compile_ahead:
-            if self._compiler is None:
-                self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="diffrestore-compile")
-            return self._compiler.submit(fn, *args)
-        done = concurrent.futures.Future()
-        try:
-            done.set_result(fn(*args))
-        except Exception as err:  # delivered to the caller through .result()
-            done.set_exception(err)
-        return done
+        return self.programs.request(key, lambda: self._compile(settings, frames, rows))
 
     def _compile(self, settings: SamplerSettings, frames: int, rows: int):
         """Traces and compiles waves (rows, S) -> enhanced (rows, S) for one bucket."""
@@ -410,7 +362,7 @@ class Enhancer:
         def run(params, waves, lengths, ids, chunks, base, num_steps):
             self.compiled_programs += 1  # runs at trace time only
             y = jax.vmap(bucket_spectrogram)(waves, lengths)[:, None]
-            keys = _row_keys(base, ids, chunks)
+            keys = inference.row_keys(base, ids, chunks)
             score_or_data = lambda x, yy, t: model_fn(params, x, yy, t)
             x, nfe = sample_fn(score_or_data, sde, y, sampling.keyed_noise(keys), num_steps)
             # The inverse STFT of the whole bucket; the host crops each row to its length.
@@ -426,41 +378,10 @@ class Enhancer:
             jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated),
             jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
         )
-        counter = xla_cache.CompileCounter()
-        start = time.perf_counter()
-        compiled = jax.jit(run, out_shardings=(rows_sharded, replicated)).lower(*abstract).compile()
-        seconds = time.perf_counter() - start
-        cached = counter.loaded_from_cache > 0 and counter.compiled == 0
-        need = _program_bytes(compiled)
-        entry = {"sampler": settings.sampler, "frames": frames, "rows": rows, "seconds": seconds,
-                 "from_cache": cached, "bytes": need}
-        self.compile_log.append(entry)
-        log.info("%s %s for %d row(s) x %d frames in %.1f s%s", "loaded" if cached else "compiled",
-                 settings.sampler, rows, frames, seconds,
-                 f", {need / 2**30:.2f} GiB per device" if need else "")
-        self._check_memory(need, rows, frames)
-        return compiled
-
-    def _check_memory(self, need: int | None, rows: int, frames: int) -> None:
-        """Refuses a program that needs more memory than its devices have available, with
-        the largest batch that would fit, instead of letting the host swap or the GPU fail."""
-        if not need:
-            return
-        device = self.mesh.devices.flat[0]
-        available = available_memory_bytes(device)
-        if available is None:
-            return
-        # Host devices (CPU, also forced multi-device CPU) share one memory.
-        total = need * (self.mesh.size if device.platform == "cpu" else 1)
-        if total <= available:
-            return
-        per_row = total / rows
-        fit = int(available // per_row) // self.mesh.size * self.mesh.size
-        hint = f"use batch_size={fit} or less" if fit >= self.mesh.size else "use smaller buckets (--buckets) or a larger machine"
-        raise BatchTooLargeError(
-            f"a batch of {rows} row(s) x {frames} frames needs {total / 2**30:.2f} GiB "
-            f"({per_row / 2**30:.2f} GiB a row) but {available / 2**30:.2f} GiB are available on "
-            f"{device.platform}: {hint}"
+        return inference.compile_checked(
+            jax.jit(run, out_shardings=(rows_sharded, replicated)), abstract, mesh=self.mesh, log_to=self.compile_log,
+            what=f"{settings.sampler} for {rows} row(s) x {frames} frames",
+            sampler=settings.sampler, frames=frames, rows=rows,
         )
 
     @staticmethod
@@ -478,68 +399,6 @@ def _bucket_samples(frames: int, hop_length: int) -> int:
     return frames * hop_length - 1
 
 
-def _program_bytes(compiled) -> int | None:
-    """Memory a compiled program allocates per device beyond its arguments (temporaries and
-    outputs), from XLA's buffer assignment; None where the backend does not say."""
-    try:
-        memory = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - not every backend implements it
-        return None
-    if memory is None:
-        return None
-    return int(getattr(memory, "temp_size_in_bytes", 0)) + int(getattr(memory, "output_size_in_bytes", 0))
-
-
-def available_memory_bytes(device) -> int | None:
-    """Free memory for a program on `device`: the accelerator's limit minus what is in use,
-    or for the host the kernel's MemAvailable; None where it cannot be known."""
-    if device.platform != "cpu":
-        try:
-            stats = device.memory_stats() or {}
-        except Exception:  # noqa: BLE001
-            return None
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-@jax.jit
-def _row_keys(base, ids, chunks):
-    """fold_in(base, id), and then fold_in(., chunk) for chunk rows (chunk >= 0)."""
-
-    def one(i, c):
-        key = jax.random.fold_in(base, i)
-        return jax.lax.cond(c >= 0, lambda k: jax.random.fold_in(k, c), lambda k: k, key)
-
-    return jax.vmap(one)(ids, chunks)
-
-
-def row_counts(max_rows: int, devices: int = 1) -> tuple[int, ...]:
-    """The row counts batches are rounded up to: devices × 1, 2, 4, ... below `max_rows`,
-    and `max_rows` itself (a multiple of `devices`). Few sizes, so few compiled programs."""
-    counts = []
-    count = devices
-    while count < max_rows:
-        counts.append(count)
-        count *= 2
-    return tuple(counts) + (max_rows,)
-
-
-def batch_rows(rows: int, max_rows: int, devices: int = 1) -> int:
-    """The row count a batch of `rows` real rows runs with (the smallest of `row_counts` ≥ rows)."""
-    if not 0 < rows <= max_rows:
-        raise ValueError(f"a batch holds 1 to {max_rows} rows, not {rows}")
-    return next(c for c in row_counts(max_rows, devices) if c >= rows)
-
-
 # --------------------------------------------------------------------------- buckets and chunks
 def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     """The bucket table sorted; each a positive multiple of 64 frames."""
@@ -547,48 +406,3 @@ def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     if not table or any(b <= 0 or b % FRAME_MULTIPLE for b in table):
         raise ValueError(f"buckets must be positive multiples of {FRAME_MULTIPLE} frames, got {tuple(buckets)}")
     return table
-
-
-def bucket_for(frames: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket holding `frames` frames."""
-    for b in buckets:
-        if frames <= b:
-            return b
-    raise ValueError(f"{frames} frames exceed the largest bucket {buckets[-1]}")
-
-
-def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
-    """Start samples of chunks of `chunk` samples covering `length` samples.
-
-    Consecutive chunks overlap by at least `overlap` samples; the last chunk ends at `length`
-    (so every chunk is full length and none is mostly padding). For length <= chunk: [0].
-    """
-    if length <= chunk:
-        return [0]
-    hop = chunk - overlap
-    count = 1 + math.ceil((length - chunk) / hop)
-    starts = [k * hop for k in range(count - 1)]
-    return starts + [length - chunk]
-
-
-def crossfade_join(pieces: Sequence[np.ndarray], starts: Sequence[int], length: int) -> np.ndarray:
-    """Joins overlapping pieces (piece k covers [starts[k], starts[k] + len(piece k))).
-
-    In each overlap the earlier piece fades out and the later fades in with complementary
-    raised-cosine weights (they sum to one), so agreeing pieces are reproduced exactly and
-    disagreeing ones meet without a step.
-    """
-    out = np.zeros(length, np.float32)
-    end = 0  # how far `out` is filled
-    for piece, start in zip(pieces, starts):
-        piece = np.asarray(piece, np.float32)
-        stop = start + piece.shape[0]
-        shared = max(0, min(end, stop) - start)
-        if shared:
-            fade_in = (0.5 - 0.5 * np.cos(np.pi * (np.arange(shared) + 0.5) / shared)).astype(np.float32)
-            out[start : start + shared] = out[start : start + shared] * (1 - fade_in) + piece[:shared] * fade_in
-        out[start + shared : stop] = piece[shared:]
-        end = max(end, stop)
-    if end < length:
-        raise ValueError(f"pieces cover {end} of {length} samples")
-    return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from diffrestore import config as config_lib
 from diffrestore import sampling, xla_cache
-from diffrestore.enhancer import batch_rows
+from diffrestore.inference import batch_rows
 
 log = logging.getLogger("diffrestore")
 
@@ -47,10 +47,7 @@ class Prior:
                 f"not a prior: sde.name is {config.sde.name!r}, not 'edm' (enhancement models load with Enhancer)"
             )
         self.config = config
-        if compilation_cache is False:
-            xla_cache.disable()
-        elif compilation_cache is not None:
-            xla_cache.enable(None if compilation_cache is True else compilation_cache)
+        xla_cache.configure(compilation_cache)
         devices = jax.local_devices() if devices is None else list(devices)
         self.mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
         self._rows = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
@@ -85,6 +82,7 @@ class Prior:
         """
         from diffrestore import checkpoint
 
+        xla_cache.configure(kwargs.get("compilation_cache", True))  # before restoring compiles anything
         path = pathlib.Path(path)
         if path.is_file():
             from diffrestore.convert.cqtdiff import load_prior_checkpoint

@@ -73,6 +73,16 @@ def enable(directory: str | os.PathLike | None = None, *, min_compile_seconds: f
     return path
 
 
+def configure(setting) -> None:
+    """What the `compilation_cache` argument of `Enhancer` and `Prior` means: True: `enable()`
+    (the user's JAX folder, else the default one); a path: that folder; False: `disable()`;
+    None: leave JAX's setting as it is (training jobs decide through their own config)."""
+    if setting is False:
+        disable()
+    elif setting is not None:
+        enable(None if setting is True else setting)
+
+
 def disable() -> None:
     """Stops reading and writing the persistent cache in this process."""
     jax.config.update("jax_enable_compilation_cache", False)

@@ -110,11 +110,11 @@ def test_a_lone_signal_runs_on_one_row_and_equals_its_batched_result(bridge):
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_a_clear_error(run_dir, monkeypatch):
-    from diffrestore import enhancer as enhancer_lib
+    from diffrestore import inference
 
-    monkeypatch.setattr(enhancer_lib, "available_memory_bytes", lambda device: 2**20)  # 1 MiB free
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 2**20)  # 1 MiB free
     fresh = Enhancer.from_checkpoint(run_dir)
-    with pytest.raises(BatchTooLargeError, match=r"a batch of 2 row\(s\) x 64 frames needs .* GiB .* available"):
+    with pytest.raises(BatchTooLargeError, match=r"sb_ode for 2 row\(s\) x 64 frames needs .* GiB .* available"):
         fresh.enhance(_signals(2), RATE, buckets=BUCKETS, batch_size=2)
     monkeypatch.undo()  # memory is back: the failed program is not remembered
     assert fresh.enhance(_signals(2), RATE, buckets=BUCKETS, batch_size=2)[0].shape == (1500,)
