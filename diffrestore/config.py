@@ -100,10 +100,22 @@ def edm_sde_config(**overrides) -> ml_collections.ConfigDict:
     return c
 
 
+# BUDDy's clean-speech prior (sp-uhh/buddy): EDM of `conf/diff_params/edm_VCTK.yaml` (σ_data 0.05,
+# training σ ρ-uniform in 1e-5 … 10 with ρ 10, `diff_params/edm.py: sample_time_training`), the
+# sampler of `conf/tester/only_unconditional.yaml` (σ 5e-4 … 1, ρ 10, T 201, S_churn 30,
+# S_tmin 0, S_tmax 10, S_noise 1; `EulerHeunSampler` draws the churn noise at every step and
+# computes γ over the T + 1 grid points, as BABE's does) and 16 kHz segments of 65536 samples
+# (`conf/exp/VCTK_16k_4s_time.yaml`).
+BUDDY_SDE = dict(sigma_min=5e-4, sigma_max=1.0, rho=10.0, sigma_data=0.05, train_distribution="rho_uniform",
+                 rho_train=10.0, train_sigma_min=1e-5, train_sigma_max=10.0)
+BUDDY_SAMPLING = dict(num_steps=201, S_churn=30.0, S_tmin=0.0, S_tmax=10.0, S_noise=1.0, convention="babe")
+
+
 def prior_config(backbone: str = "cqtdiff", **backbone_kwargs) -> ml_collections.ConfigDict:
     """A prior of clean audio: `default_config()` with the network `backbone` (a name of
     `diffrestore.models.PRIOR_NETWORKS`), the EDM process and its stochastic Heun sampler
-    with CQT-Diff's settings (T = 35, S_churn 5), on 22.05 kHz audio."""
+    with CQT-Diff's settings (T = 35, S_churn 5), on 22.05 kHz audio; for "ncsnpp_stft",
+    BUDDy's speech prior, with its settings (`BUDDY_SDE`, `BUDDY_SAMPLING`, 16 kHz)."""
     c = default_config()
     c.model.backbone = backbone
     c.model.backbone_kwargs = ml_collections.ConfigDict(backbone_kwargs)
@@ -120,6 +132,11 @@ def prior_config(backbone: str = "cqtdiff", **backbone_kwargs) -> ml_collections
     s.S_tmax = 50.0
     s.S_noise = 1.0
     s.convention = "cqtdiff"  # when churn noise is drawn: cqtdiff (only where γ > 0) | babe | karras
+    if str(backbone).lower() == "ncsnpp_stft":
+        c.sde.update(BUDDY_SDE)
+        s.update(BUDDY_SAMPLING)
+        c.data.sample_rate = 16000
+        c.data.segment_length = 65536
     return c
 
 

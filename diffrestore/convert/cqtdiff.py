@@ -1,6 +1,7 @@
-"""Import the `.pt` checkpoints of CQT-Diff (eloimoliner/CQTdiff) and BABE / CQTdiff+ (eloimoliner/BABE).
+"""Import the `.pt` checkpoints of CQT-Diff (eloimoliner/CQTdiff), BABE / CQTdiff+ (eloimoliner/BABE)
+and BUDDy's speech prior (sp-uhh/buddy).
 
-Both trainers write `torch.save` zip files; we read them with the restricted unpickler of
+The trainers write `torch.save` zip files; we read them with the restricted unpickler of
 `torch_pickle` (no PyTorch, nothing executed):
 
 * CQT-Diff (`src/learner.py`): `{'step', 'model': state_dict incl. the resampling buffers,
@@ -11,13 +12,19 @@ Both trainers write `torch.save` zip files; we read them with the restricted unp
 * BABE (`training/trainer.py`): `{'it', 'network', 'optimizer', 'ema', 'args': DictConfig}`.
   The tester loads **'ema'**. `args` is the Hydra training config (network, diff_params, exp,
   tester).
+* BUDDy (`training/trainer.py`, BABE's trainer): the same `{'it', 'network', 'optimizer', 'ema',
+  'args'}`; the weights are `NCSNppTime`'s (`output_layer.*`, `all_modules.<i>.*`, our
+  "ncsnpp_stft"). Its tester (`tester.load_checkpoint` -> `load_state_dict(state, ema=network)`)
+  samples with **'ema'**.
 
 The architecture is inferred from the state_dict's keys and shapes (levels, channels, dilations,
 embedding width, attention blocks and heads, frequency encodings); what shapes cannot tell comes
 from BABE's `args` when present, else from the reference configs (CQT-Diff `conf/conf.yaml`:
 σ_data 0.057, 22050 Hz, 65536 samples; BABE `conf/network/cqtdiff+.yaml`, `diff_params/edm.yaml`,
-`exp/maestro22k_8s.yaml`: σ_data 0.063, 22050 Hz, 184184 samples). Explicit `network_kwargs`
-override everything; the strict key/shape check of `params_from_torch` runs last.
+`exp/maestro22k_8s.yaml`: σ_data 0.063, 22050 Hz, 184184 samples; BUDDy `conf/network/ncsnpp.yaml`,
+`diff_params/edm_VCTK.yaml`, `exp/VCTK_16k_4s_time.yaml`: σ_data 0.05, 16000 Hz, 65536 samples).
+Explicit `network_kwargs` override everything; the strict key/shape check of `params_from_torch`
+runs last.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ WEIGHTS = ("default", "raw", "ema")
 # What the files cannot tell, from the reference configs.
 _CQTDIFF_FACTS = dict(sigma_data=0.057, sample_rate=22050, audio_len=65536)
 _BABE_FACTS = dict(sigma_data=0.063, sample_rate=22050, audio_len=184184)
+_BUDDY_FACTS = dict(sigma_data=0.05, sample_rate=16000, audio_len=65536)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +50,15 @@ class PriorCheckpoint:
     """A reference checkpoint turned into what diffrestore needs.
 
     Attributes:
-      network: "cqtdiff" or "cqtdiffplus" (`diffrestore.models.build_prior_network`).
+      network: "cqtdiff", "cqtdiffplus" or "ncsnpp_stft" (`diffrestore.models.build_prior_network`).
       network_kwargs: the network's constructor keywords (plain values, tuples).
       params: Flax parameters (nested dict of float32 numpy arrays) of `weights_entry`.
       weights_entry: which entry of the file they come from ("model", "ema_weights", "ema", "network").
       sigma_data, sample_rate, audio_len: EDM's σ_data, the audio rate (Hz) and the training
         segment (samples).
       step: the training step the file was written at.
-      reference: "CQT-Diff" or "BABE".
-      args: BABE's training config as plain dicts and lists (None for CQT-Diff).
+      reference: "CQT-Diff", "BABE" or "BUDDy".
+      args: BABE's or BUDDy's training config as plain dicts and lists (None for CQT-Diff).
     """
 
     network: str
@@ -83,12 +91,132 @@ def _shape(state: Mapping, key: str, source: str) -> tuple:
 
 
 def network_of(state: Mapping) -> str | None:
-    """"cqtdiff" or "cqtdiffplus" from a state_dict's keys, None if neither."""
+    """"cqtdiff", "cqtdiffplus" or "ncsnpp_stft" from a state_dict's keys, None if none."""
     if "init_conv.weight" in state and "freq_encoding.embeddings" in state:
         return "cqtdiff"
     if "downs.0.1.weight" in state and "downs.0.2.H.0.weight" in state:
         return "cqtdiffplus"
+    if "output_layer.weight" in state and any(k.startswith("all_modules.") for k in state):
+        return "ncsnpp_stft"
     return None
+
+
+def _ncsnpp_modules(state: Mapping) -> list[tuple[str, dict]]:
+    """The `all_modules` entries of an NCSN++ state_dict in index order: (kind, {leaf key: shape}).
+
+    kind: fourier | dense | conv | norm (top-level Linear, conv, GroupNorm) | resblock | attn |
+    other | none (an index without weights, e.g. a resampler without a convolution).
+    """
+    by_index: dict[int, dict] = {}
+    for key in state:
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "all_modules" and parts[1].isdigit():
+            by_index.setdefault(int(parts[1]), {})[".".join(parts[2:])] = tuple(np.shape(state[key]))
+    modules = []
+    for i in range(max(by_index) + 1 if by_index else 0):
+        leaves = by_index.get(i, {})
+        if not leaves:
+            kind = "none"
+        elif set(leaves) == {"W"}:
+            kind = "fourier"
+        elif "GroupNorm_1.weight" in leaves:
+            kind = "resblock"
+        elif "NIN_0.W" in leaves and "GroupNorm_0.weight" in leaves:
+            kind = "attn"
+        elif set(leaves) == {"weight", "bias"}:
+            kind = {1: "norm", 2: "dense", 4: "conv"}.get(len(leaves["weight"]), "other")
+        else:
+            kind = "other"
+        modules.append((kind, leaves))
+    return modules
+
+
+def infer_ncsnpp_stft_kwargs(state: Mapping, source: str = "state_dict") -> dict:
+    """BUDDy's `NCSNppTime` keywords from its state_dict (what shapes tell).
+
+    Always: input_channels and spatial_channels (`output_layer`), time_conditional and
+    embedding_type (the first modules), nf (the first conv). For BUDDy's block structure (biggan
+    blocks, progressive output_skip, input_skip / sum: what `conf/network/ncsnpp.yaml` ships)
+    also num_res_blocks, ch_mult and the levels with attention (`_attention_levels`, turned into
+    attn_resolutions once image_size is known): the pyramid norms count the levels n, the
+    residual blocks (2k + 3)·n give k. Those are kept only if the shipped structure with them
+    has exactly the state_dict's keys and shapes; otherwise the file's args (or explicit
+    keywords) must describe the network, and `params_from_torch` checks the whole.
+    """
+    from diffrestore.models import ncsnpp_stft, torch_import
+
+    out_ch, total = _shape(state, "output_layer.weight", source)[:2]
+    spatial = max(int(out_ch) // 2, 1)
+    kw: dict[str, Any] = dict(spatial_channels=spatial, input_channels=int(total) // spatial)
+    modules = _ncsnpp_modules(state)
+    kinds = [k for k, _ in modules]
+    if kinds[:1] == ["fourier"]:
+        kw.update(time_conditional=True, embedding_type="fourier")
+    elif kinds[:1] == ["dense"]:
+        kw.update(time_conditional=True, embedding_type="positional")
+    else:
+        kw.update(time_conditional=False)
+    first_conv = {"fourier": 3, "dense": 2}.get(kinds[0] if kinds else "", 0)
+    if first_conv >= len(modules) or kinds[first_conv] != "conv":
+        raise CheckpointError(f"{source}: all_modules.{first_conv} is not the input convolution; not BUDDy's NCSNpp")
+    nf = int(modules[first_conv][1]["weight"][0])
+    kw["nf"] = nf
+
+    body = modules[first_conv + 1:]
+    resblocks = [i for i, (kind, _) in enumerate(body) if kind == "resblock"]
+    levels = sum(1 for kind, _ in body if kind == "norm")  # one pyramid norm per level (output_skip)
+    if not levels or (len(resblocks) - 3 * levels) % (2 * levels) or len(resblocks) < 5 * levels:
+        return kw
+    k = (len(resblocks) - 3 * levels) // (2 * levels)
+    encoder = resblocks[: levels * (k + 1) - 1]  # k blocks per level, then a downsampling block
+    structure = dict(
+        num_res_blocks=k,
+        ch_mult=tuple(int(body[encoder[l * (k + 1)]][1]["Conv_0.weight"][0]) // nf for l in range(levels)),
+    )
+    attention = tuple(
+        l for l in range(levels)
+        if any(i + 1 < len(body) and body[i + 1][0] == "attn" for i in encoder[l * (k + 1): l * (k + 1) + k])
+    )
+    image_size = int(ncsnpp_stft.DEFAULTS["image_size"])
+    candidate = {**kw, **structure, "attn_resolutions": tuple(image_size // 2**l for l in attention) or (0,)}
+    try:
+        expected = torch_import.torch_param_shapes("ncsnpp_stft", candidate)
+    except (ValueError, TypeError):
+        return kw
+    if expected != {key: tuple(np.shape(v)) for key, v in state.items()}:
+        return kw  # another structure: the args (or explicit keywords) must describe it
+    return {**kw, **structure, "_attention_levels": attention}
+
+
+def _buddy_kwargs_from_args(args: Mapping) -> dict:
+    """`NCSNppTime` keywords from BUDDy's `args.network` (its NCSNpp keywords and `stft`)."""
+    from diffrestore.models import ncsnpp_stft
+
+    net = dict(args.get("network") or {})
+    stft = dict(net.pop("stft", None) or {})
+    if "center" in stft and not bool(stft["center"]):
+        raise CheckpointError("args.network.stft.center is False; only center=True is implemented")
+    kw = {k: net[k] for k in ncsnpp_stft.DEFAULTS if k in net}
+    kw.update({k: int(stft[k]) for k in ncsnpp_stft.STFT_KEYS if k in stft})
+    if bool(kw.get("discriminative", False)):
+        # The reference's constructor overrides these for a discriminative network.
+        kw.pop("time_conditional", None)
+        kw.pop("input_channels", None)
+    return {k: _plain(v) for k, v in kw.items()}
+
+
+def _attention_resolutions(levels: tuple, kwargs: Mapping, source: str) -> tuple:
+    """attn_resolutions giving attention at exactly `levels` (image_size / 2^level)."""
+    from diffrestore.models import ncsnpp_stft
+
+    image_size = int(kwargs.get("image_size", ncsnpp_stft.DEFAULTS["image_size"]))
+    given = kwargs.get("attn_resolutions")
+    if given is not None:
+        listed = tuple(l for l in range(len(kwargs.get("ch_mult", ()))) if image_size // 2**l in tuple(given))
+        if listed != tuple(levels):
+            raise CheckpointError(f"{source}: the saved args put attention at levels {listed}, the weights at {levels}")
+        return tuple(given)
+    return tuple(image_size // 2**l for l in levels) if levels else ncsnpp_stft.DEFAULTS["attn_resolutions"]
 
 
 def infer_cqtdiff_kwargs(state: Mapping, source: str = "state_dict") -> dict:
@@ -238,15 +366,16 @@ def _merge_kwargs(inferred: dict, from_args: dict, source: str) -> dict:
 def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mapping | None = None,
                           sigma_data: float | None = None, sample_rate: int | None = None,
                           audio_len: int | None = None) -> PriorCheckpoint:
-    """Reads a CQT-Diff or BABE `.pt` file.
+    """Reads a CQT-Diff, BABE or BUDDy `.pt` file.
 
     Args:
       path: the file.
-      weights: "default" (what the reference samples with: CQT-Diff 'model', BABE 'ema'),
-        "raw" (CQT-Diff 'model', BABE 'network') or "ema" (CQT-Diff 'ema_weights' mapped by
-        parameter order, BABE 'ema').
+      weights: "default" (what the reference samples with: CQT-Diff 'model', BABE and BUDDy
+        'ema'), "raw" (CQT-Diff 'model', BABE/BUDDy 'network') or "ema" (CQT-Diff 'ema_weights'
+        mapped by parameter order, BABE/BUDDy 'ema').
       network_kwargs: constructor keywords that override the inferred ones (e.g. sample_rate,
-        or num_octaves/bins_per_octave when the shapes cannot tell them).
+        or num_octaves/bins_per_octave when the shapes cannot tell them; for BUDDy files without
+        args, n_fft/hop_length and whatever differs from its shipped network).
       sigma_data, sample_rate, audio_len: override what the file says or the reference defaults.
     Returns:
       a `PriorCheckpoint`.
@@ -263,7 +392,8 @@ def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mappin
     source = str(path)
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"{source}: expected a dict of a CQT-Diff or BABE trainer, got {type(ckpt).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a dict of a CQT-Diff, BABE or BUDDy trainer, got {type(ckpt).__name__}")
     args = None
     if "model" in ckpt and "ema_weights" in ckpt:
         reference, facts = "CQT-Diff", dict(_CQTDIFF_FACTS)
@@ -271,24 +401,43 @@ def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mappin
         entry = "ema_weights" if weights == "ema" else "model"
         step = int(ckpt.get("step", 0) or 0)
     elif "network" in ckpt or "ema" in ckpt:
-        reference, facts = "BABE", dict(_BABE_FACTS)
+        # BABE's trainer, also BUDDy's: which one the weights tell.
         entry = "network" if weights == "raw" else "ema"
         if entry not in ckpt:
-            raise CheckpointError(f"{source}: no {entry!r} weights in this BABE checkpoint")
+            raise CheckpointError(f"{source}: no {entry!r} weights in this BABE/BUDDy checkpoint")
         raw = _state(ckpt[entry], entry, source)
+        is_buddy = network_of(raw) == "ncsnpp_stft"
+        reference, facts = ("BUDDy", dict(_BUDDY_FACTS)) if is_buddy else ("BABE", dict(_BABE_FACTS))
         step = int(ckpt.get("it", 0) or 0)
         args = ckpt.get("args")
         args = _plain(args) if isinstance(args, Mapping) else None
     else:
-        raise CheckpointError(f"{source}: neither a CQT-Diff ('model', 'ema_weights') nor a BABE "
+        raise CheckpointError(f"{source}: neither a CQT-Diff ('model', 'ema_weights') nor a BABE/BUDDy "
                               f"('network', 'ema', 'args') checkpoint; top-level keys {sorted(map(str, ckpt))}")
 
     network = network_of(raw)
     if network is None:
-        raise CheckpointError(f"{source}: the {reference} weights are neither CQT-Diff's Unet_CQT nor CQTdiff+")
+        raise CheckpointError(f"{source}: the {reference} weights are neither CQT-Diff's Unet_CQT, CQTdiff+ "
+                              "nor BUDDy's NCSNppTime")
+    if network == "ncsnpp_stft" and reference != "BUDDy":
+        raise CheckpointError(f"{source}: NCSN++ weights in a CQT-Diff file; not a file this reader knows")
+    levels = None
     if network == "cqtdiff":
         kwargs = infer_cqtdiff_kwargs(raw, source)
         rows = kwargs.pop("_num_rows", None)
+    elif network == "ncsnpp_stft":
+        kwargs = infer_ncsnpp_stft_kwargs(raw, source)
+        rows = None
+        levels = kwargs.pop("_attention_levels", None)
+        if args is not None:
+            target = str((args.get("network") or {}).get("_target_", "networks.ncsnpp.NCSNppTime"))
+            if not target.endswith("NCSNppTime"):
+                raise CheckpointError(f"{source}: args.network._target_ is {target!r}, not BUDDy's NCSNppTime")
+            from_args = _buddy_kwargs_from_args(args)
+            kwargs = _merge_kwargs(kwargs, {k: v for k, v in from_args.items() if k != "attn_resolutions"}, source)
+            if "attn_resolutions" in from_args:
+                kwargs["attn_resolutions"] = from_args["attn_resolutions"]
+            facts.update(_buddy_facts(args))
     else:
         kwargs = infer_cqtdiffplus_kwargs(raw, source)
         rows = None
@@ -298,6 +447,8 @@ def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mappin
             kwargs = _merge_kwargs(kwargs, _babe_kwargs_from_args(args), source)
             facts.update(_babe_facts(args))
     kwargs.update(network_kwargs or {})
+    if network == "ncsnpp_stft" and levels is not None and "attn_resolutions" not in (network_kwargs or {}):
+        kwargs["attn_resolutions"] = _attention_resolutions(levels, kwargs, source)
     if rows is not None and not (network_kwargs and {"num_octaves", "bins_per_octave"} <= set(network_kwargs)):
         raise CheckpointError(f"{source}: the frequency encoding has {rows} rows, not 7 x 64 + 2; pass "
                               "num_octaves and bins_per_octave in network_kwargs")
@@ -305,7 +456,12 @@ def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mappin
 
     state = _cqtdiff_ema_state(ckpt, raw, source) if entry == "ema_weights" else raw
     try:
-        params = cqt_torch_import.params_from_torch(network, kwargs, state)
+        if network == "ncsnpp_stft":
+            from diffrestore.models import torch_import
+
+            params = torch_import.params_from_torch(network, kwargs, state)
+        else:
+            params = cqt_torch_import.params_from_torch(network, kwargs, state)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{source}: the {entry!r} weights do not fit the inferred network: {err}") from err
 
@@ -320,6 +476,19 @@ def read_prior_checkpoint(path, weights: str = "default", network_kwargs: Mappin
         sigma_data=float(facts["sigma_data"]), sample_rate=int(facts["sample_rate"]),
         audio_len=int(facts["audio_len"]), step=step, reference=reference, args=args,
     )
+
+
+def _buddy_facts(args: Mapping) -> dict:
+    out = {}
+    hp = (args.get("diff_params") or {}).get("sde_hp") or {}
+    exp = args.get("exp") or {}
+    if _is_number(hp.get("sigma_data")):
+        out["sigma_data"] = float(hp["sigma_data"])
+    if _is_number(exp.get("sample_rate")):
+        out["sample_rate"] = int(exp["sample_rate"])
+    if _is_number(exp.get("audio_len")):
+        out["audio_len"] = int(exp["audio_len"])
+    return out
 
 
 def _babe_facts(args: Mapping) -> dict:
@@ -359,8 +528,11 @@ def prior_config_for(ckpt: PriorCheckpoint, config=None):
     Without `config`: the reference's settings. CQT-Diff: `prior_config` as it is (σ_data 0.057,
     T = 35, S_churn 5, ρ 13). BABE: EDM and sampler from `args` (`diff_params` for training,
     `tester.diff_params` and `tester.T` for sampling: σ 1e-4 … 1, ρ 8, S_churn 20, drawing the
-    churn noise as BABE does). With `config`: a copy of it, with the network, its keywords, and
-    what the file tells (σ_data, sample rate and training segment) replaced.
+    churn noise as BABE does). BUDDy: `prior_config("ncsnpp_stft")` (its `only_unconditional`
+    tester: σ 5e-4 … 1, ρ 10, T 201, S_churn 30), training σ from `args.diff_params.sde_hp`; not
+    the sampler of `args.tester`, which BUDDy's train.py forces to the training σ range
+    (`same_as_training = True`) before saving it. With `config`: a copy of it, with the network,
+    its keywords, and what the file tells (σ_data, sample rate and training segment) replaced.
     """
     import ml_collections
 
@@ -370,12 +542,14 @@ def prior_config_for(ckpt: PriorCheckpoint, config=None):
         c = config_lib.prior_config(ckpt.network, **ckpt.network_kwargs)
         if ckpt.reference == "BABE":
             _babe_sampling(c, ckpt.args or {})
+        elif ckpt.reference == "BUDDy":
+            _buddy_training_sigmas(c, ckpt.args or {})
     else:
         c = copy.deepcopy(config)
         with c.unlocked():
             c.model.backbone = ckpt.network
             c.model.backbone_kwargs = ml_collections.ConfigDict(ckpt.network_kwargs)
-    if config is None or ckpt.reference == "BABE":
+    if config is None or ckpt.reference in ("BABE", "BUDDy"):
         c.sde.sigma_data = ckpt.sigma_data
         c.data.sample_rate = ckpt.sample_rate
         c.data.segment_length = ckpt.audio_len
@@ -405,8 +579,15 @@ def _babe_sampling(c, args: Mapping) -> None:
     c.sampling.convention = "babe"
 
 
+def _buddy_training_sigmas(c, args: Mapping) -> None:
+    hp = (args.get("diff_params") or {}).get("sde_hp") or {}
+    for key, src in (("train_sigma_min", "sigma_min"), ("train_sigma_max", "sigma_max"), ("rho_train", "rho")):
+        if _is_number(hp.get(src)):
+            c.sde[key] = float(hp[src])
+
+
 def load_prior_checkpoint(path, config=None, weights: str = "default"):
-    """Reads a CQT-Diff or BABE `.pt` into (diffrestore prior config, Flax params).
+    """Reads a CQT-Diff, BABE or BUDDy `.pt` into (diffrestore prior config, Flax params).
 
     `config.model.backbone_kwargs` (if given) overrides inferred network keywords; see
     `prior_config_for` for the rest.

@@ -6,13 +6,14 @@ Enhancement: the NCSN++ backbones of SGMSE, `net(x, y, t)` on complex spectrogra
     params = params_from_torch("ncsnpp", kwargs, state_dict)
     out = module.apply({"params": params}, x, y, t)   # complex (B, 1, F, T)
 
-Priors of clean audio: CQT-Diff's U-Net ("cqtdiff") and CQTdiff+ ("cqtdiffplus"),
-`F(x, c_noise)` on waveforms (B, L), the raw network that EDM preconditions.
-`build_network(name, ...)` builds any of them by name.
+Priors of clean audio: CQT-Diff's U-Net ("cqtdiff"), CQTdiff+ ("cqtdiffplus") and BUDDy's
+speech prior, NCSN++ inside an STFT ("ncsnpp_stft"), `F(x, c_noise)` on waveforms (B, L), the
+raw network that EDM preconditions. `build_network(name, ...)` builds any of them by name.
 """
 from diffrestore.models.ncsnpp import (
     BACKBONES,
     DEFAULTS,
+    VARIANTS,
     NCSNpp,
     NCSNppConfig,
     backbone_kwargs,
@@ -22,38 +23,46 @@ from diffrestore.models.ncsnpp import (
 )
 from diffrestore.models.torch_import import param_shapes, params_from_torch, torch_param_names, torch_param_shapes
 
-PRIOR_NETWORKS = ("cqtdiff", "cqtdiffplus")
+PRIOR_NETWORKS = ("cqtdiff", "cqtdiffplus", "ncsnpp_stft")
 NETWORKS = BACKBONES + PRIOR_NETWORKS
 # BABE's own name of CQTdiff+ (`conf/network/cqtdiff+.yaml: name`).
 _PRIOR_ALIASES = {"cqtdiff+": "cqtdiffplus"}
 
 
 def prior_network_name(name: str) -> str:
-    """The registered name of a prior network: "cqtdiff", "cqtdiffplus" ("cqtdiff+" is accepted)."""
+    """The registered name of a prior network: "cqtdiff", "cqtdiffplus" ("cqtdiff+" is accepted),
+    "ncsnpp_stft"."""
     key = _PRIOR_ALIASES.get(str(name).lower(), str(name).lower())
     if key not in PRIOR_NETWORKS:
         raise ValueError(f"unknown prior network {name!r}; expected one of {PRIOR_NETWORKS}")
     return key
 
 
-def build_prior_network(name: str, dtype=None, **kwargs):
+def build_prior_network(name: str, dtype=None, remat: str = "none", **kwargs):
     """The Flax module of an unconditional waveform prior: `apply(params, x (B, L), c_noise (B,)) -> (B, L)`.
 
     Args:
-      name: "cqtdiff" (CQT-Diff's `Unet_CQT`) or "cqtdiffplus" (BABE's CQTdiff+, alias "cqtdiff+").
+      name: "cqtdiff" (CQT-Diff's `Unet_CQT`), "cqtdiffplus" (BABE's CQTdiff+, alias "cqtdiff+")
+        or "ncsnpp_stft" (BUDDy's `NCSNppTime`: unconditional NCSN++ on the STFT).
       dtype: compute dtype of convolutions and matmuls (default float32; e.g. jnp.bfloat16);
-        parameters, the CQT and normalisation statistics stay float32.
+        parameters, the CQT/STFT and normalisation statistics stay float32.
+      remat: rematerialisation of the blocks in training, for "ncsnpp_stft" (as for NCSN++:
+        "none", "full", "dots", "dots_no_batch"); the CQT networks have none and ignore it.
       **kwargs: the network's options (ints, floats, bools, strings, tuples); missing ones take
-        the reference's shipped values (`cqtdiff.DEFAULTS`, `cqtdiffplus.DEFAULTS`).
+        the reference's shipped values (`cqtdiff.DEFAULTS`, `cqtdiffplus.DEFAULTS`,
+        `ncsnpp_stft.DEFAULTS`).
     Raises:
       ValueError: unknown network or invalid value; TypeError: unknown keyword.
     """
     import jax.numpy as jnp
 
-    from diffrestore.models import cqtdiff, cqtdiffplus
+    from diffrestore.models import cqtdiff, cqtdiffplus, ncsnpp_stft
 
     dtype = jnp.float32 if dtype is None else dtype
-    builder = {"cqtdiff": cqtdiff.build, "cqtdiffplus": cqtdiffplus.build}[prior_network_name(name)]
+    name = prior_network_name(name)
+    if name == "ncsnpp_stft":
+        return ncsnpp_stft.build(dtype=dtype, remat=remat, **kwargs)
+    builder = {"cqtdiff": cqtdiff.build, "cqtdiffplus": cqtdiffplus.build}[name]
     return builder(dtype=dtype, **kwargs)
 
 
@@ -66,7 +75,7 @@ def build_network(name: str, dtype=None, remat: str = "none", **kwargs):
     if name in BACKBONES:
         return build_backbone(name, dtype=dtype, remat=remat, **kwargs)
     if name in PRIOR_NETWORKS or name in _PRIOR_ALIASES:
-        return build_prior_network(name, dtype=dtype, **kwargs)
+        return build_prior_network(name, dtype=dtype, remat=remat, **kwargs)
     raise ValueError(f"unknown network {name!r}; choose from {NETWORKS}")
 
 
@@ -78,6 +87,7 @@ __all__ = [
     "prior_network_name",
     "BACKBONES",
     "DEFAULTS",
+    "VARIANTS",
     "NCSNpp",
     "NCSNppConfig",
     "backbone_kwargs",

@@ -1,14 +1,33 @@
-"""NCSN++ score networks of SGMSE (`ncsnpp`, `ncsnpp_v2`, `ncsnpp_48k`) in Flax.
+"""NCSN++ score networks of SGMSE (`ncsnpp`, `ncsnpp_v2`, `ncsnpp_48k`) and of BUDDy
+(`ncsnpp_buddy`) in Flax.
 
-The three reference backbones share one U-Net; they differ in defaults and in three details:
+The four reference backbones share one U-Net; they differ in defaults and in these details:
 
-| backbone   | input             | conditional | centered | division by t (scale_by_sigma) |
-| ---------- | ----------------- | ----------- | -------- | ------------------------------ |
-| ncsnpp     | net(cat[x, y], t) | option      | option   | before the 1x1 output layer    |
-| ncsnpp_v2  | net(x, y, t)      | always      | always   | never                          |
-| ncsnpp_48k | net(cat[x, y], t) | option      | option   | after the 1x1 output layer     |
+| backbone     | input               | conditional | centered | division by t (scale_by_sigma) | Fourier input |
+| ------------ | ------------------- | ----------- | -------- | ------------------------------ | ------------- |
+| ncsnpp       | net(cat[x, y], t)   | option      | option   | before the 1x1 output layer    | log t         |
+| ncsnpp_v2    | net(x, y, t)        | always      | always   | never                          | log t         |
+| ncsnpp_48k   | net(cat[x, y], t)   | option      | option   | after the 1x1 output layer     | log t         |
+| ncsnpp_buddy | net(x[, y], c)      | option      | option   | never                          | c itself      |
 
 ncsnpp_48k defaults to progressive = progressive_input = "none" and no attention resolutions.
+
+`ncsnpp_buddy` is sp-uhh/buddy's `networks/ncsnpp.py: NCSNpp` (the network of its clean-speech
+EDM prior, wrapped in an STFT by `diffrestore.models.ncsnpp_stft`). Its constructor differs
+from SGMSE's in what changes numbers:
+* `input_channels`: 4 = (x, y) as SGMSE, or 2 = x alone (the unconditional prior: call with
+  y=None). `spatial_channels` (D) multiplies them; BUDDy uses D = 1 and so do we (its input
+  indexing `x[:, chan + in_chan]` reads overlapping channels for D > 1).
+* `time_conditional` instead of `conditional`: when False there is no Fourier projection, no
+  embedding MLP and no `Dense_0` in the residual blocks (SGMSE's conditional=False keeps all
+  three as unused weights). `discriminative=True` forces time_conditional=False and
+  input_channels=2 (the one channel is the noisy spectrogram; pass it as x).
+* the Fourier projection is applied to the conditioning value as given (BUDDy passes EDM's
+  c_noise = ¼ ln σ; the log of SGMSE's forward is commented out), never divided by sigma.
+* defaults: nf 128, ch_mult (1, 2, 2, 2), one residual block per level, attn_resolutions (0,)
+  (attention only in the middle), fir False.
+Input layout (channel order re, im of x, then of y), the output layer (1x1 conv to re, im),
+the attention test on the frequency size and the progressive/combine paths are SGMSE's.
 
 The structure is described once, by `layer_plan(config)`: the reference's `all_modules` list,
 in its order, with a Flax name for each entry. The Flax forward pass consumes the plan in
@@ -16,8 +35,8 @@ order and checks each entry's kind (as the reference asserts `m_idx == len(modul
 `torch_import` maps `all_modules.<i>` to the plan's i-th name. Module names in Flax are thus
 readable (`down_3_res_0`, `mid_attn`, ...) and still line up with the PyTorch indices.
 
-Layout: the network runs NHWC, (B, F, T, C), on the four real channels
-(x.real, x.imag, y.real, y.imag), in that order.
+Layout: the network runs NHWC, (B, F, T, C), on the real channels (x.real, x.imag, y.real,
+y.imag), in that order (the first two only for a 2-channel network).
 """
 from __future__ import annotations
 
@@ -31,7 +50,11 @@ from jax import lax
 
 from diffrestore.models import layers as L
 
+# SGMSE's enhancement backbones (conditional on y), as registered in the reference.
 BACKBONES = ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k")
+# Every variant `make_config`/`build_backbone` know: SGMSE's and BUDDy's (which serves the
+# speech prior `ncsnpp_stft` and is not an enhancement backbone of its own).
+VARIANTS = BACKBONES + ("ncsnpp_buddy",)
 
 _COMMON_DEFAULTS = dict(
     nf=128,
@@ -62,9 +85,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         _COMMON_DEFAULTS, scale_by_sigma=True, conditional=True, centered=True,
         attn_resolutions=(), progressive="none", progressive_input="none",
     ),
+    # sp-uhh/buddy `networks/ncsnpp.py: NCSNpp.__init__` and its defaults.
+    "ncsnpp_buddy": dict(
+        _COMMON_DEFAULTS, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(0,), fir=False,
+        time_conditional=True, input_channels=4, spatial_channels=1, centered=True, discriminative=False,
+    ),
 }
 
-NUM_CHANNELS = 4  # x.real, x.imag, y.real, y.imag
+NUM_CHANNELS = 4  # SGMSE's input: x.real, x.imag, y.real, y.imag
 
 
 def _tuple(value):
@@ -76,7 +104,11 @@ def _tuple(value):
 
 @dataclasses.dataclass(frozen=True)
 class NCSNppConfig:
-    """All options of the three backbones; `backbone` fixes the per-variant behaviour."""
+    """All options of the backbones; `backbone` fixes the per-variant behaviour.
+
+    `conditional` is BUDDy's `time_conditional` for ncsnpp_buddy; `input_channels`,
+    `spatial_channels` and `discriminative` are BUDDy's options (SGMSE's are 4, 1, False).
+    """
 
     backbone: str = "ncsnpp"
     nf: int = 128
@@ -100,6 +132,25 @@ class NCSNppConfig:
     scale_by_sigma: bool = True
     conditional: bool = True
     centered: bool = True
+    input_channels: int = NUM_CHANNELS
+    spatial_channels: int = 1
+    discriminative: bool = False
+
+    @property
+    def is_buddy(self) -> bool:
+        return self.backbone == "ncsnpp_buddy"
+
+    @property
+    def total_channels(self) -> int:
+        """Real input channels: those of the first conv, of the input/output pyramids and of
+        the output layer's input."""
+        return self.input_channels * self.spatial_channels
+
+    @property
+    def has_fourier(self) -> bool:
+        """Whether the Gaussian Fourier projection exists (SGMSE: whenever embedding_type is
+        fourier; BUDDy: only when time-conditional)."""
+        return self.embedding_type == "fourier" and (self.conditional or not self.is_buddy)
 
     @property
     def num_resolutions(self) -> int:
@@ -111,7 +162,11 @@ class NCSNppConfig:
         return tuple(self.image_size // 2**i for i in range(self.num_resolutions))
 
     @property
-    def temb_dim(self) -> int:
+    def temb_dim(self) -> int | None:
+        """Width of the time embedding the residual blocks take (their `Dense_0`); None for
+        BUDDy without time conditioning (its blocks then have no Dense_0)."""
+        if self.is_buddy and not self.conditional:
+            return None
         return 4 * self.nf
 
 
@@ -123,7 +178,7 @@ def make_config(name: str, **kwargs) -> NCSNppConfig:
       TypeError: a keyword the backbone's constructor does not take.
     """
     if name not in DEFAULTS:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {BACKBONES}")
+        raise ValueError(f"unknown backbone {name!r}; expected one of {VARIANTS}")
     unknown = sorted(set(kwargs) - set(DEFAULTS[name]))
     if unknown:
         raise TypeError(
@@ -136,6 +191,15 @@ def make_config(name: str, **kwargs) -> NCSNppConfig:
     if name == "ncsnpp_v2":
         # v2 always conditions on t, never recentres its input and never divides by t.
         opts.update(scale_by_sigma=False, conditional=True, centered=True)
+    if name == "ncsnpp_buddy":
+        # BUDDy never divides by sigma; its time_conditional is our conditional, and a
+        # discriminative network overrides both options as the reference's constructor does.
+        opts["conditional"] = bool(opts.pop("time_conditional"))
+        opts["scale_by_sigma"] = False
+        opts["discriminative"] = bool(opts["discriminative"])
+        if opts["discriminative"]:
+            opts.update(conditional=False, input_channels=2)
+        opts["input_channels"], opts["spatial_channels"] = int(opts["input_channels"]), int(opts["spatial_channels"])
     cfg = NCSNppConfig(backbone=name, **opts)
     _validate(cfg)
     return cfg
@@ -153,6 +217,13 @@ def _validate(cfg: NCSNppConfig) -> None:
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key}={getattr(cfg, key)!r} is not one of {allowed}")
     L.get_act(cfg.nonlinearity)
+    if cfg.input_channels not in (2, 4):
+        raise ValueError(f"input_channels must be 2 (x alone) or 4 (x and y), got {cfg.input_channels}")
+    if cfg.spatial_channels != 1:
+        raise ValueError(
+            f"spatial_channels must be 1 (BUDDy's value; the reference's input indexing is not "
+            f"meaningful for more), got {cfg.spatial_channels}"
+        )
     if not cfg.ch_mult or cfg.num_res_blocks < 0 or cfg.nf < 4:
         raise ValueError(
             f"invalid network size: nf={cfg.nf}, ch_mult={cfg.ch_mult}, num_res_blocks={cfg.num_res_blocks}"
@@ -188,14 +259,14 @@ def layer_plan(cfg: NCSNppConfig) -> tuple[Layer, ...]:
     nf, n_res = cfg.nf, cfg.num_resolutions
     resample_resblock = cfg.resblock_type == "biggan"
 
-    if cfg.embedding_type == "fourier":
+    if cfg.has_fourier:
         add("time_fourier", "fourier", out_ch=nf)
     embed_dim = 2 * nf if cfg.embedding_type == "fourier" else nf
     if cfg.conditional:
         add("time_dense_0", "dense", embed_dim, 4 * nf)
         add("time_dense_1", "dense", 4 * nf, 4 * nf)
 
-    channels = NUM_CHANNELS
+    channels = cfg.total_channels
     input_pyramid_ch = channels
     add("conv_in", "conv3x3", channels, nf)
     hs_c = [nf]
@@ -280,13 +351,18 @@ class _Cursor:
 
 
 class NCSNpp(nn.Module):
-    """NCSN++ as in SGMSE; see the module docstring for the three variants.
+    """NCSN++ as in SGMSE and BUDDy; see the module docstring for the variants.
 
     Call as `module.apply(variables, x, y, t, train=False)` with x, y complex64 (B, 1, F, T)
     and t float32 (B,); F and T must be divisible by 2^(len(ch_mult) − 1). Returns complex64
-    (B, 1, F, T): the reference's `net(cat([x, y], 1), t)` (ncsnpp, ncsnpp_48k) or
-    `net(x, y, t)` (ncsnpp_v2), without any sign change. With train=True and dropout > 0,
-    pass a "dropout" rng.
+    (B, 1, F, T): the reference's `net(cat([x, y], 1), t)` (ncsnpp, ncsnpp_48k, ncsnpp_buddy
+    with 4 input channels) or `net(x, y, t)` (ncsnpp_v2), without any sign change. With
+    train=True and dropout > 0, pass a "dropout" rng.
+
+    A 2-channel ncsnpp_buddy (input_channels=2, or discriminative) takes one spectrogram: call
+    it with y=None, i.e. `apply(variables, x, None, c)` = the reference's `net(x, c)`. Its t is
+    the conditioning value itself (BUDDy's c_noise); without time conditioning t is ignored
+    and may be None. The output has the same (B, 1, F, T) shape in every case.
 
     Attributes:
       config: the validated options (`make_config`).
@@ -301,12 +377,25 @@ class NCSNpp(nn.Module):
     dtype: Any = jnp.float32
     remat: str = "none"
 
+    @property
+    def uses_t(self) -> bool:
+        """Whether the forward pass reads t (all but BUDDy's networks without time conditioning)."""
+        return self.config.conditional or not self.config.is_buddy
+
     def _check_shapes(self, x, y, t):
         cfg = self.config
-        if x.ndim != 4 or x.shape[1] != 1 or y.shape != x.shape:
-            raise ValueError(f"x and y must both be (B, 1, F, T); got {x.shape} and {y.shape}")
-        if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be (B,) = ({x.shape[0]},); got {t.shape}")
+        if cfg.input_channels == 2:
+            if y is not None:
+                raise ValueError(
+                    f"this network has input_channels=2 and takes x alone: call it with y=None (got y {y.shape})"
+                )
+            if x.ndim != 4 or x.shape[1] != 1:
+                raise ValueError(f"x must be (B, 1, F, T); got {x.shape}")
+        elif y is None or x.ndim != 4 or x.shape[1] != 1 or y.shape != x.shape:
+            got = None if y is None else y.shape
+            raise ValueError(f"x and y must both be (B, 1, F, T); got {x.shape} and {got}")
+        if self.uses_t and (t is None or t.shape != (x.shape[0],)):
+            raise ValueError(f"t must be (B,) = ({x.shape[0]},); got {None if t is None else t.shape}")
         _, _, f, frames = x.shape
         factor = 2 ** (cfg.num_resolutions - 1)
         if f % factor or frames % factor:
@@ -325,17 +414,24 @@ class NCSNpp(nn.Module):
 
     @nn.compact
     def __call__(self, x, y, t, train: bool = False):
-        """x, y: complex (B, 1, F, T); t: (B,) -> complex64 (B, 1, F, T)."""
+        """x, y: complex (B, 1, F, T) (y None for 2 input channels); t: (B,) -> complex64 (B, 1, F, T)."""
+        return self._network(x, y, t, train)
+
+    def _network(self, x, y, t, train: bool):
+        """The forward pass; subclasses (`ncsnpp_stft.NCSNppSTFT`) call it from their own
+        compact `__call__`, so its parameters sit at the top of the tree either way."""
         cfg = self.config
         self._check_shapes(x, y, t)
         act = L.get_act(cfg.nonlinearity)
         plan = _Cursor(layer_plan(cfg))
         blocks = _Blocks(cfg, act, self.dtype, train, self.remat)
-        t = t.astype(jnp.float32)
+        t = jnp.asarray(t, jnp.float32) if self.uses_t else None
 
-        # (B, 1, F, T) complex -> (B, F, T, 4) real, channels as the reference concatenates them.
-        inputs = jnp.stack([x[:, 0].real, x[:, 0].imag, y[:, 0].real, y[:, 0].imag], axis=-1)
-        inputs = inputs.astype(jnp.float32)
+        # (B, 1, F, T) complex -> (B, F, T, C) real, channels as the reference concatenates them.
+        channels = [x[:, 0].real, x[:, 0].imag]
+        if y is not None:
+            channels += [y[:, 0].real, y[:, 0].imag]
+        inputs = jnp.stack(channels, axis=-1).astype(jnp.float32)
         temb = self._time_embedding(plan, t, act)
         if not cfg.centered:
             inputs = 2 * inputs - 1.0  # data in [0, 1] -> [-1, 1]
@@ -354,9 +450,13 @@ class NCSNpp(nn.Module):
     def _time_embedding(self, plan: _Cursor, t, act):
         """(B,) -> (B, 4·nf) float32, or None when not conditional. Float32: it is tiny."""
         cfg = self.config
+        if cfg.is_buddy and not cfg.conditional:
+            return None  # BUDDy builds no embedding at all then
         if cfg.embedding_type == "fourier":
             spec = plan.take("fourier")
-            temb = L.GaussianFourierProjection(spec.out_ch, cfg.fourier_scale, name=spec.name)(jnp.log(t))
+            # SGMSE projects log t; BUDDy projects its conditioning value (EDM's c_noise) as is.
+            s_in = t if cfg.is_buddy else jnp.log(t)
+            temb = L.GaussianFourierProjection(spec.out_ch, cfg.fourier_scale, name=spec.name)(s_in)
         else:
             temb = L.timestep_embedding(t, cfg.nf)
         if not cfg.conditional:
@@ -397,7 +497,7 @@ class NCSNpp(nn.Module):
         return hs
 
     def _decoder(self, plan: _Cursor, blocks: "_Blocks", h, hs: list, temb, act):
-        """The up path, consuming `hs`: returns the 4-channel map (B, F, T, 4), float32."""
+        """The up path, consuming `hs`: returns the input-channel map (B, F, T, C), float32."""
         cfg = self.config
         pyramid = None
         for level in reversed(range(cfg.num_resolutions)):
@@ -410,7 +510,7 @@ class NCSNpp(nn.Module):
                 if level == cfg.num_resolutions - 1:
                     pyramid = _norm_act_conv(plan, h, act)
                 elif cfg.progressive == "output_skip":
-                    # The 4-channel output pyramid stays float32: it is the network's output.
+                    # The C-channel output pyramid stays float32: it is the network's output.
                     pyramid = L.upsample_2d(pyramid, cfg.fir_kernel) if cfg.fir else L.naive_upsample_2d(pyramid)
                     pyramid = pyramid + _norm_act_conv(plan, h, act)
                 else:  # residual: the pyramid joins the main path
@@ -427,16 +527,18 @@ class NCSNpp(nn.Module):
         return _norm_act_conv(plan, h, act)
 
     def _output(self, h, sigma):
-        """(B, F, T, 4) -> complex64 (B, 1, F, T): 1x1 conv to (re, im), division by sigma."""
+        """(B, F, T, C) -> complex64 (B, 1, F, T): 1x1 conv to (re, im), division by sigma
+        (never for ncsnpp_v2 and ncsnpp_buddy, whose sigma may be None)."""
         cfg = self.config
         h = h.astype(jnp.float32)
-        sigma = sigma[:, None, None, None]
+        if cfg.scale_by_sigma:
+            sigma = sigma[:, None, None, None]
         # ncsnpp divides before the output layer, ncsnpp_48k after it (its bias is divided too).
         if cfg.backbone == "ncsnpp" and cfg.scale_by_sigma:
             h = h / sigma
         h = nn.Conv(
             2, (1, 1), dtype=jnp.float32, param_dtype=jnp.float32, precision=lax.Precision.HIGHEST,
-            kernel_init=L.torch_default_kernel_init, bias_init=L.torch_default_bias_init(NUM_CHANNELS),
+            kernel_init=L.torch_default_kernel_init, bias_init=L.torch_default_bias_init(cfg.total_channels),
             name="output_layer",
         )(h)
         if cfg.backbone == "ncsnpp_48k" and cfg.scale_by_sigma:
@@ -521,10 +623,11 @@ REMAT_POLICIES = {
 
 
 def build_backbone(name: str, dtype=jnp.float32, remat: str = "none", **kwargs) -> NCSNpp:
-    """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k").
+    """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy").
 
     Args:
-      name: backbone name as registered in the reference.
+      name: backbone name as registered in the reference (`VARIANTS`; "ncsnpp_buddy" is
+        BUDDy's NCSNpp, whose keywords are its constructor's: time_conditional, input_channels, ...).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
       remat: rematerialisation policy of the blocks ("none", "full", "dots", "dots_no_batch").
       **kwargs: the reference constructor's keyword arguments; missing ones take that
@@ -544,5 +647,5 @@ def backbone_kwargs(name: str, hparams: Mapping) -> dict:
     names and swallows the rest (`**unused_kwargs`); this picks the same ones.
     """
     if name not in DEFAULTS:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {BACKBONES}")
+        raise ValueError(f"unknown backbone {name!r}; expected one of {VARIANTS}")
     return {k: hparams[k] for k in DEFAULTS[name] if k in hparams}

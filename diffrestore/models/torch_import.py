@@ -2,7 +2,13 @@
 
 The reference names its weights `output_layer.{weight,bias}` and `all_modules.<i>.<sub>.<leaf>`,
 where i indexes the constructor's module list. `layer_plan` gives the same list with Flax
-names, so each torch key maps to one Flax path. Layouts:
+names, so each torch key maps to one Flax path. SGMSE's and BUDDy's NCSNpp share this layout
+(SGMSE's checkpoints add a `dnn.` prefix, BUDDy's none); BUDDy's differs in its contents:
+input_channels (2 for its prior) sets the first conv, the pyramid convs and `output_layer`'s
+input, and without time conditioning there is no `all_modules.0.W`, no embedding MLP and no
+`Dense_0` in the residual blocks. BUDDy's `NCSNppTime` (our "ncsnpp_stft") is the same module
+with an STFT around it: its window is a plain attribute, not in the state_dict, so its keys are
+the NCSNpp's and map onto the same Flax tree. Layouts:
 
 | torch                                   | flax                          |
 | --------------------------------------- | ----------------------------- |
@@ -14,8 +20,9 @@ names, so each torch key maps to one Flax path. Layouts:
 
 kh is the frequency axis in both.
 
-The same four functions serve the waveform priors ("cqtdiff", "cqtdiffplus"): they dispatch to
-`cqt_torch_import`, whose tables also list the reference's buffers (resampling kernels).
+The same four functions serve the waveform priors: "ncsnpp_stft" through the tables here,
+"cqtdiff" and "cqtdiffplus" by dispatch to `cqt_torch_import`, whose tables also list the
+reference's buffers (resampling kernels).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from diffrestore.models.ncsnpp import NUM_CHANNELS, Layer, NCSNppConfig, layer_plan, make_config
+from diffrestore.models.ncsnpp import Layer, NCSNppConfig, layer_plan, make_config
 
 # torch layout -> flax layout
 _TRANSFORMS = {
@@ -77,8 +84,10 @@ def _layer_entries(cfg: NCSNppConfig, layer: Layer, tk: str):
     elif layer.kind == "resblock":
         yield from _norm(*sub("GroupNorm_0"), cin)
         yield from _conv(*sub("Conv_0"), cin, cout, 3)
-        # Every backbone passes temb_dim, so Dense_0 exists even when conditional=False.
-        yield from _linear(*sub("Dense_0"), cfg.temb_dim, cout)
+        # SGMSE always passes temb_dim, so Dense_0 exists even when conditional=False; BUDDy
+        # passes None without time conditioning (cfg.temb_dim is None then).
+        if cfg.temb_dim is not None:
+            yield from _linear(*sub("Dense_0"), cfg.temb_dim, cout)
         yield from _norm(*sub("GroupNorm_1"), cout)
         yield from _conv(*sub("Conv_1"), cout, cout, 3)
         if cfg.resblock_type == "biggan":
@@ -102,20 +111,37 @@ def _layer_entries(cfg: NCSNppConfig, layer: Layer, tk: str):
 def _entries(cfg: NCSNppConfig) -> dict[str, _Entry]:
     """Ordered torch key -> Flax destination, in `named_parameters()` order."""
     # output_layer is assigned before all_modules in the reference __init__, so it comes first.
-    entries = dict(_conv("output_layer", ("output_layer",), NUM_CHANNELS, 2, 1))
+    entries = dict(_conv("output_layer", ("output_layer",), cfg.total_channels, 2 * cfg.spatial_channels, 1))
     for i, layer in enumerate(layer_plan(cfg)):
         entries.update(_layer_entries(cfg, layer, f"all_modules.{i}"))
     return entries
 
 
 def _prior(name: str):
-    """The canonical prior-network name, or None for the NCSN++ backbones."""
+    """The canonical name of a CQT prior network ("cqtdiff", "cqtdiffplus"), whose tables live in
+    `cqt_torch_import`; None for the NCSN++ networks (the backbones and "ncsnpp_stft")."""
     from diffrestore.models import prior_network_name
 
     try:
-        return prior_network_name(name)
+        name = prior_network_name(name)
     except ValueError:
         return None
+    return None if name == "ncsnpp_stft" else name
+
+
+def _ncsnpp_config(name: str, kwargs: Mapping) -> NCSNppConfig:
+    """The NCSN++ options of a backbone (`ncsnpp.VARIANTS`) or of the "ncsnpp_stft" prior."""
+    from diffrestore.models import prior_network_name
+
+    try:
+        is_stft = prior_network_name(name) == "ncsnpp_stft"
+    except ValueError:
+        is_stft = False
+    if is_stft:
+        from diffrestore.models import ncsnpp_stft
+
+        return ncsnpp_stft.make_config(**dict(kwargs)).network
+    return make_config(name, **dict(kwargs))
 
 
 def torch_param_names(name: str, kwargs: Mapping) -> list[str]:
@@ -136,7 +162,7 @@ def torch_param_shapes(name: str, kwargs: Mapping) -> dict[str, tuple[int, ...]]
         from diffrestore.models import cqt_torch_import
 
         return cqt_torch_import.torch_param_shapes(_prior(name), kwargs)
-    return {k: e.torch_shape for k, e in _entries(make_config(name, **dict(kwargs))).items()}
+    return {k: e.torch_shape for k, e in _entries(_ncsnpp_config(name, kwargs)).items()}
 
 
 def param_shapes(name: str, kwargs: Mapping) -> dict:
@@ -146,7 +172,7 @@ def param_shapes(name: str, kwargs: Mapping) -> dict:
 
         return cqt_torch_import.param_shapes(_prior(name), kwargs)
     tree: dict = {}
-    for entry in _entries(make_config(name, **dict(kwargs))).values():
+    for entry in _entries(_ncsnpp_config(name, kwargs)).values():
         shape = _TRANSFORMS[entry.transform](np.empty(entry.torch_shape, np.bool_)).shape
         _set(tree, entry.flax_path, shape)
     return tree
@@ -156,8 +182,10 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
     """Flax "params" of backbone `name` from a reference state_dict.
 
     Args:
-      name: "ncsnpp", "ncsnpp_v2" or "ncsnpp_48k".
-      kwargs: the constructor's keyword arguments (as for `build_backbone`).
+      name: "ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy" (BUDDy's NCSNpp) or
+        "ncsnpp_stft" (BUDDy's NCSNppTime: the same keys).
+      kwargs: the constructor's keyword arguments (as for `build_backbone`, or
+        `build_prior_network` for "ncsnpp_stft").
       state_dict: torch key (no `dnn.` prefix) -> array-like (numpy, or anything np.asarray
         takes), in the reference layout.
     Returns:
@@ -172,7 +200,7 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
         from diffrestore.models import cqt_torch_import
 
         return cqt_torch_import.params_from_torch(_prior(name), kwargs, state_dict)
-    cfg = make_config(name, **dict(kwargs))
+    cfg = _ncsnpp_config(name, kwargs)
     entries = _entries(cfg)
     missing = [k for k in entries if k not in state_dict]
     extra = [k for k in state_dict if k not in entries]
