@@ -21,6 +21,7 @@ import functools
 
 from diffrestore.sampling.bridge import sb_sample
 from diffrestore.sampling.edm import edm_heun_sample
+from diffrestore.sampling.guidance import GUIDANCE, guided_denoiser
 from diffrestore.sampling.noise import example_keys, keyed_noise, replayed_noise, standard_normal
 from diffrestore.sampling.ode import ode_sample, ode_sample_adaptive
 from diffrestore.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
@@ -92,6 +93,7 @@ def draws_needed(name: str, num_steps: int, corrector: str = "ald", corrector_st
 
 
 __all__ = [
+    "GUIDANCE", "guided_denoiser",
     "SAMPLERS", "PREDICTORS", "CORRECTORS", "MODEL_KINDS", "get_sampler", "model_kind", "needs_data_prediction",
     "draws_needed", "pc_sample", "ode_sample", "ode_sample_adaptive", "sb_sample", "edm_heun_sample",
     "keyed_noise", "replayed_noise", "example_keys", "standard_normal",

@@ -10,8 +10,8 @@ On the grid t_0 > ... > t_{T−1} = σmin > t_T = 0 of `EDM.sigma_at`, step i:
 starting from x_T = t_0·ε_0 or, with `start_sigma`, x_T = y + t_0·ε_0 on BABE's grid from
 that level (`create_schedule_from_initial_t`). The score form (D − x)/t² is kept as the
 references compute it, so that guidance, which modifies the score, can later act through D.
-Steps 0..T−2 are one `lax.fori_loop` with T a runtime value; the last (Euler) step follows it,
-so nothing is evaluated at σ = 0 and the network is called 2T − 1 times.
+The whole run is one `lax.fori_loop` over the 2T − 1 network calls, with T a runtime value
+(nothing is evaluated at σ = 0), so the compiled program holds the network once.
 """
 from __future__ import annotations
 
@@ -69,11 +69,6 @@ def edm_heun_sample(
     def sigma(i):
         return sde.sigma_at(i, num_steps, start_sigma)
 
-    def direction(x, t):
-        # d = −t·score with the score (D − x)/t², the references' order of operations.
-        score = (denoise_fn(x, jnp.full((batch,), t, jnp.float32)) - x) / t**2
-        return -t * score
-
     def churn(i, x, drawn):
         t = sigma(i)
         gamma = sde.churn_gamma(t, num_steps, S_churn, S_tmin, S_tmax, convention)
@@ -87,19 +82,37 @@ def edm_heun_sample(
         x_hat = jnp.where(gamma != 0, x + jnp.sqrt(t_hat**2 - t**2) * eps, x)
         return x_hat, t_hat, drawn
 
-    def heun_step(i, carry):
-        x, drawn = carry
-        x_hat, t_hat, drawn = churn(i, x, drawn)
+    # One network call per iteration k = 0 … 2T − 2, so the program holds the network once
+    # (a Heun body with both calls, plus the last Euler step, held it three times: three
+    # times the compile time, for a prior's network and its gradient under guidance).
+    # Even k = 2i: the churned point of step i and its slope d (for the last step, the Euler
+    # update); odd k = 2i + 1: the slope d' at the trial point, and the Heun update.
+    def evaluation(k, carry):
+        x, x_hat, t_hat, d, drawn = carry
+        i = k // 2
+        first = k % 2 == 0
+        churned, churned_t, churned_drawn = churn(i, x, drawn)
+        x_hat = jnp.where(first, churned, x_hat)
+        t_hat = jnp.where(first, churned_t, t_hat)
+        drawn = jnp.where(first, churned_drawn, drawn)
         t_next = sigma(i + 1)
         h = t_next - t_hat
-        d = direction(x_hat, t_hat)
-        d_prime = direction(x_hat + h * d, t_next)
-        return x_hat + h * (0.5 * d + 0.5 * d_prime), drawn
+        point = jnp.where(first, x_hat, x_hat + h * d)
+        level = jnp.where(first, t_hat, t_next)
+        # d = −t·score with the score (D − x)/t², the references' order of operations.
+        score = (denoise_fn(point, jnp.full((batch,), level, jnp.float32)) - point) / level**2
+        slope = -level * score
+        euler = x_hat + h * slope  # the last step, to σ = 0 (i = T − 1)
+        heun = x_hat + h * (0.5 * d + 0.5 * slope)
+        last = i == num_steps - 1
+        x = jnp.where(first, jnp.where(last, euler, x), heun)
+        d = jnp.where(first, slope, d)
+        return x, x_hat, t_hat, d, drawn
 
     x = draw(0, y) * sigma(0)
     if start_sigma is not None:
         x = y + x
-    x, drawn = jax.lax.fori_loop(0, num_steps - 1, heun_step, (x, jnp.zeros((), jnp.int32)))
-    x_hat, t_hat, _ = churn(num_steps - 1, x, drawn)
-    x = x_hat + (0.0 - t_hat) * direction(x_hat, t_hat)
+    zero = jnp.zeros((), jnp.float32)
+    carry = (x, x, zero, jnp.zeros_like(x), jnp.zeros((), jnp.int32))
+    x, *_ = jax.lax.fori_loop(0, 2 * num_steps - 1, evaluation, carry)
     return x, 2 * num_steps - 1
