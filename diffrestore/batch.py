@@ -1,6 +1,6 @@
-"""Enhancing folders of recordings: what `diffrestore enhance` runs.
+"""Enhancing and restoring folders of recordings: what `diffrestore enhance` and `restore` run.
 
-Every readable file is enhanced channel by channel and written to the mirrored relative path
+Every readable file is processed channel by channel and written to the mirrored relative path
 with its sample rate, channel count, length, format and subtype. Files are taken shortest
 first in groups, so that each group's signals share length buckets and fill whole batches. Outputs are written
 atomically, existing outputs are skipped (so an interrupted job resumes where it stopped),
@@ -52,8 +52,32 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
     Returns:
       BatchReport.
     """
+    def process(waves, rate, ids):
+        return enhancer.enhance(waves, rate, example_ids=ids, **enhance_kwargs)
+
+    return process_path(process, input_path, output_path, overwrite=overwrite, progress=progress, desc="enhance",
+                        files_per_group=files_per_group or 4 * int(enhance_kwargs.get("batch_size", 4)))
+
+
+def restore_path(prior, input_path, output_path, *, task: str, overwrite=False, files_per_group=None, progress=True,
+                 **restore_kwargs):
+    """Restores a file or a folder tree with `Prior.restore(task=...)`: the same file handling
+    as `enhance_path` (mirrored paths, formats kept, atomic writes, resumable, bad files named)."""
+    def process(waves, rate, ids):
+        return prior.restore(waves, rate, task=task, example_ids=ids, **restore_kwargs)
+
+    return process_path(process, input_path, output_path, overwrite=overwrite, progress=progress, desc=task,
+                        files_per_group=files_per_group or 4 * int(restore_kwargs.get("batch_size", 4)))
+
+
+def process_path(process, input_path, output_path, *, overwrite=False, files_per_group=16, progress=True, desc="process"):
+    """Runs `process(waves, rate, example_ids) -> outputs` (1-D arrays in, same lengths out) over
+    a file or a folder tree, channel by channel, writing each output file atomically.
+
+    Returns:
+      BatchReport.
+    """
     input_path, output_path = pathlib.Path(input_path), pathlib.Path(output_path)
-    files_per_group = files_per_group or 4 * int(enhance_kwargs.get("batch_size", 4))
     files = list_audio_files(input_path)
     single = input_path.is_file()
     report = BatchReport()
@@ -65,7 +89,6 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
             report.skipped.append(dest)
         else:
             todo.append((f, rel, dest))
-
     # Shortest first: the files of a group then fall into one or two length buckets, so its
     # batches are full and a folder of mixed lengths compiles few (bucket, rows) programs.
     # (Only the header is read; a file whose header cannot be read goes last and fails there.)
@@ -75,10 +98,10 @@ def enhance_path(enhancer, input_path, output_path, *, overwrite=False, files_pe
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="file", desc="enhance")
+        bar = tqdm(total=len(todo), unit="file", desc=desc)
     start = time.perf_counter()
     for g in range(0, len(todo), files_per_group):
-        _enhance_group(enhancer, todo[g : g + files_per_group], report, enhance_kwargs)
+        _process_group(process, todo[g : g + files_per_group], report)
         report.wall_seconds = time.perf_counter() - start
         if bar is not None:
             bar.update(len(todo[g : g + files_per_group]))
@@ -99,7 +122,7 @@ def _duration(path) -> float:
         return float("inf")
 
 
-def _enhance_group(enhancer, group, report, enhance_kwargs):
+def _process_group(process, group, report):
     loaded = []
     for path, rel, dest in group:
         try:
@@ -108,7 +131,7 @@ def _enhance_group(enhancer, group, report, enhance_kwargs):
             report.failed[path] = str(err)
             continue
         loaded.append((path, rel, dest, data, rate, info))
-    # Enhance all channels of all files of one sample rate together.
+    # Process all channels of all files of one sample rate together.
     by_rate = {}
     for item in loaded:
         by_rate.setdefault(item[4], []).append(item)
@@ -120,26 +143,24 @@ def _enhance_group(enhancer, group, report, enhance_kwargs):
                 ids.append(_stable_id(rel, ch))
                 owners.append(idx)
         try:
-            outs = enhancer.enhance(waves, rate, example_ids=ids, **enhance_kwargs)
+            outs = process(waves, rate, ids)
         except ValueError:
             # One bad signal (e.g. silent or too short) must not sink its group: retry per file.
             outs = None
         if outs is None:
             for item in items:
-                _enhance_one(enhancer, item, report, enhance_kwargs)
+                _process_one(process, item, report)
             continue
         for idx, (path, rel, dest, data, rate_, info) in enumerate(items):
             channels = [o for o, owner in zip(outs, owners) if owner == idx]
             _write(path, dest, np.stack(channels, axis=1), rate_, info, report)
 
 
-def _enhance_one(enhancer, item, report, enhance_kwargs):
+def _process_one(process, item, report):
     path, rel, dest, data, rate, info = item
     try:
-        outs = enhancer.enhance(
-            [data[:, ch] for ch in range(data.shape[1])], rate,
-            example_ids=[_stable_id(rel, ch) for ch in range(data.shape[1])], **enhance_kwargs,
-        )
+        outs = process([data[:, ch] for ch in range(data.shape[1])], rate,
+                       [_stable_id(rel, ch) for ch in range(data.shape[1])])
     except ValueError as err:
         report.failed[path] = f"{path}: {err}"
         return

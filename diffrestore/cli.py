@@ -1,7 +1,8 @@
-"""The `diffrestore` command line: convert, enhance, sample, evaluate, train, quickstart.
+"""The `diffrestore` command line: convert, enhance, restore, sample, evaluate, train, quickstart.
 
     diffrestore convert SRC.ckpt DEST
     diffrestore enhance --checkpoint CK INPUT OUTPUT [--sampler pc --num-steps 30 ...]
+    diffrestore restore --checkpoint PRIOR --task bwe|declip|inpaint [--cutoff HZ ...] INPUT OUTPUT
     diffrestore sample --checkpoint PRIOR --seconds S --num N OUT_DIR
     diffrestore evaluate --clean DIR --enhanced DIR [--noisy DIR] --out results.csv
     diffrestore train --config configs/X.py --workdir DIR [--config.a.b=v ...]
@@ -65,6 +66,56 @@ def _log_compiles() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _cmd_restore(args) -> int:
+    import logging
+
+    from diffrestore import Prior
+    from diffrestore.batch import restore_path
+
+    _log_compiles()
+    cache = False if args.no_compilation_cache else (args.compilation_cache or True)
+    prior = Prior.from_checkpoint(args.checkpoint, compilation_cache=cache)
+    options = dict(num_steps=args.steps, xi=args.xi, seed=args.seed, batch_size=args.batch_size)
+    if args.task == "bwe":
+        options.update(cutoff_hz=args.cutoff, filter=args.filter)
+    elif args.task == "declip":
+        options.update(clip_level=args.clip_level)
+    elif args.task == "inpaint":
+        options.update(gaps=_gap_list(args.gaps))
+    options = {k: v for k, v in options.items() if v is not None}
+    # Every option is checked once here, before any file is read.
+    from diffrestore import restoration
+
+    task_keys = ("cutoff_hz", "filter", "clip_level", "gaps", "xi")
+    spec = restoration.make_task(args.task, prior.sample_rate, **{k: options[k] for k in task_keys if k in options})
+    settings = prior.sampler_settings(num_steps=options.get("num_steps"))
+    logging.getLogger("diffrestore").info("%s with %s T=%d, xi %g", spec.description, settings[0], settings[1], spec.xi)
+    report = restore_path(prior, args.input, args.output, task=args.task, overwrite=args.overwrite,
+                          progress=not args.quiet, **options)
+    compiled = [e for e in prior.programs.compile_log if not e["from_cache"]]
+    print(
+        f"restored {len(report.written)} file(s) ({spec.description}), skipped {len(report.skipped)} existing, "
+        f"failed {len(report.failed)}; real-time factor {report.real_time_factor:.3f} "
+        f"({len(compiled)} program(s) compiled in {sum(e['seconds'] for e in compiled):.1f} s)"
+    )
+    for path, reason in report.failed.items():
+        print(f"FAILED {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _gap_list(text):
+    """'1.0:1.2,3.5:3.6' -> [(1.0, 1.2), (3.5, 3.6)] (seconds)."""
+    if not text:
+        raise ValueError("--task inpaint needs --gaps START:END[,START:END...] (seconds)")
+    try:
+        gaps = [tuple(float(v) for v in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--gaps expects START:END pairs in seconds, got {text!r}") from None
+    if any(len(g) != 2 for g in gaps):
+        raise ValueError(f"--gaps expects START:END pairs in seconds, got {text!r}")
+    return gaps
+
+
 def _cmd_sample(args) -> int:
     import pathlib
 
@@ -100,7 +151,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 def _cmd_evaluate(args) -> int:
     from diffrestore.evaluate import evaluate_folders, format_summary, summarize, write_results
 
-    rows = evaluate_folders(args.clean, args.enhanced, args.noisy)
+    rows = evaluate_folders(args.clean, args.enhanced, args.noisy, measures=args.measures)
     if not rows:
         raise ValueError(f"{args.enhanced}: no audio files to evaluate")
     summary = summarize(rows)
@@ -164,8 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_enhance)
 
+    p = sub.add_parser("restore", help="restore recordings with a known degradation using a prior (zero-shot)")
+    p.add_argument("--checkpoint", required=True, help="a prior's run directory, or a CQT-Diff / BABE / BUDDy .pt file")
+    p.add_argument("--task", required=True, choices=("bwe", "declip", "inpaint"))
+    p.add_argument("input", help="an audio file or a folder (recursive): the degraded recordings")
+    p.add_argument("output", help="output file or folder (relative paths are mirrored)")
+    p.add_argument("--cutoff", type=float, default=None, help="bwe: the recording's cutoff frequency, Hz")
+    p.add_argument("--filter", default="fir", choices=("fir", "cheby1", "biquad"),
+                   help="bwe: the low-pass that degraded it (default fir: firwin, 500 taps)")
+    p.add_argument("--clip-level", type=float, default=None, help="declip: where it was clipped (default: each file's peak)")
+    p.add_argument("--gaps", default=None, help="inpaint: missing spans START:END[,START:END...] in seconds")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps T (default: the prior's, 35)")
+    p.add_argument("--xi", type=float, default=None, help="guidance step (default: the task's, 0.2 for most)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="restore files whose output exists again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compilation-cache", default=None, metavar="DIR", help="folder of the persistent XLA cache")
+    p.add_argument("--no-compilation-cache", action="store_true")
+    p.set_defaults(func=_cmd_restore)
+
     p = sub.add_parser("sample", help="draw unconditional samples from a prior of clean audio")
-    p.add_argument("--checkpoint", required=True, help="a prior's run directory, or a CQT-Diff / BABE .pt file")
+    p.add_argument("--checkpoint", required=True, help="a prior's run directory, or a CQT-Diff / BABE / BUDDy .pt file")
     p.add_argument("output", help="folder for the samples (sample_<seed>_<i>.wav)")
     p.add_argument("--seconds", type=float, default=4.0, help="duration of each sample (default 4)")
     p.add_argument("--num", type=int, default=1, help="number of samples")
@@ -177,10 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compilation-cache", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("evaluate", help="PESQ, ESTOI, SI-SDR/SIR/SAR, LSD of enhanced files against clean ones")
+    p = sub.add_parser("evaluate", help="PESQ, ESTOI, SI-SDR/SIR/SAR, SDR, LSD of enhanced files against clean ones")
     p.add_argument("--clean", required=True, help="folder of clean reference files")
     p.add_argument("--enhanced", required=True, help="folder of enhanced files (same relative paths)")
-    p.add_argument("--noisy", default=None, help="folder of the noisy inputs (adds SI-SIR, SI-SAR and noisy figures)")
+    p.add_argument("--noisy", default=None,
+                   help="folder of the noisy/degraded inputs (adds SI-SIR, SI-SAR, noisy figures and SDR/SI-SDR improvements)")
+    p.add_argument("--measures", default=None,
+                   help="comma-separated subset of pesq,estoi,si_sdr,lsd,sdr,si_sir,si_sar,lsd_db "
+                        "(default: all but lsd_db; e.g. lsd,si_sdr,sdr for music)")
     p.add_argument("--out", default="results.csv", help="per-file CSV; the summary goes beside it as .summary.json")
     p.set_defaults(func=_cmd_evaluate)
 

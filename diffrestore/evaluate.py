@@ -1,9 +1,15 @@
 """`diffrestore evaluate`: quality of a folder of enhanced files against clean references.
 
 Files are paired by relative path (EARS noisy-style names `<stem>_<snr>dB` are recognised),
-each pair is measured (PESQ, ESTOI, SI-SDR, log-spectral distance; with the noisy folder also
-SI-SIR and SI-SAR, and the noisy input's own figures), and the results are written as a
-per-file CSV plus a JSON summary (mean ± std per measure).
+each pair is measured (by default PESQ, ESTOI, SI-SDR, SDR and the references' log-spectral
+distance; with the noisy folder also SI-SIR and SI-SAR, the noisy input's own figures and the
+SDR and SI-SDR improvements over it), and the results are written as a per-file CSV plus a
+JSON summary (mean ± std per measure). `measures=` (CLI `--measures`) picks a subset, e.g.
+`lsd,si_sdr,sdr` for music, where the speech measures PESQ and ESTOI mean nothing.
+
+Units: pesq (MOS-LQO, 1–4.64), estoi (0–1), si_sdr, si_sir, si_sar, sdr and the improvements
+in dB; lsd is `metrics.lsd_cqtdiff` (CQT-Diff/BABE `computeLSD`, log10-power units), lsd_db
+(not a default) the older dB-valued `metrics.log_spectral_distance` (Hann 512, hop 128).
 """
 from __future__ import annotations
 
@@ -17,7 +23,37 @@ import numpy as np
 from diffrestore import metrics
 from diffrestore.data.pairs import DataError, pair_folders, read_mono
 
-MEASURES = ("pesq", "estoi", "si_sdr", "si_sir", "si_sar", "lsd")
+# Every measure that can be asked for, in column order. si_sir and si_sar need the noisy input
+# (their decomposition projects on noisy − clean).
+MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar", "lsd_db")
+DEFAULT_MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar")
+_NEED_NOISY = ("si_sir", "si_sar")
+# Improvements over the degraded input, reported with a noisy folder when their measure is on.
+IMPROVEMENTS = {"sdr_improvement": "sdr", "si_sdr_improvement": "si_sdr"}
+
+
+def resolve_measures(measures=None, *, with_noisy: bool = True) -> tuple[str, ...]:
+    """The measures to compute, in column order; None is `DEFAULT_MEASURES`.
+
+    `measures` is a sequence of names or a comma-separated string. Unknown names are a
+    ValueError that lists the valid ones; so are si_sir / si_sar asked for explicitly without
+    a noisy folder (the default set just leaves them out then).
+    """
+    if measures is None:
+        chosen = set(DEFAULT_MEASURES)
+        if not with_noisy:
+            chosen -= set(_NEED_NOISY)
+    else:
+        if isinstance(measures, str):
+            measures = measures.split(",")
+        names = [m.strip() for m in measures if m.strip()]
+        unknown = [m for m in names if m not in MEASURES]
+        if unknown or not names:
+            raise ValueError(f"unknown measure(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(MEASURES)}")
+        chosen = set(names)
+        if not with_noisy and chosen & set(_NEED_NOISY):
+            raise ValueError(f"{', '.join(sorted(chosen & set(_NEED_NOISY)))} need the noisy inputs (--noisy DIR)")
+    return tuple(m for m in MEASURES if m in chosen)
 
 
 def _pairs(clean_dir, other_dir):
@@ -37,17 +73,37 @@ def _read(path):
     return read_mono(path), rate
 
 
-def _measure(clean, estimate, rate, noisy=None) -> dict:
-    n = min(len(clean), len(estimate))
-    row = metrics.speech_metrics(clean[:n], estimate[:n], rate)
-    row["lsd"] = metrics.log_spectral_distance(clean[:n], estimate[:n])
-    if noisy is not None:
-        _, row["si_sir"], row["si_sar"] = metrics.energy_ratios(estimate[:n], clean[:n], noisy[:n] - clean[:n])
+def _measure(clean, estimate, rate, measures, noisy=None) -> dict:
+    # Cut to the shortest: enhancers and restorers may return a few samples more or less.
+    n = min(len(clean), len(estimate), *([len(noisy)] if noisy is not None else []))
+    clean, estimate = clean[:n], estimate[:n]
+    compute = {
+        "pesq": lambda: metrics.pesq_wb(clean, estimate, rate),
+        "estoi": lambda: metrics.estoi(clean, estimate, rate),
+        "si_sdr": lambda: metrics.si_sdr(clean, estimate),
+        "lsd": lambda: metrics.lsd_cqtdiff(clean, estimate),
+        "sdr": lambda: metrics.sdr(clean, estimate),
+        "lsd_db": lambda: metrics.log_spectral_distance(clean, estimate),
+    }
+    row = {m: compute[m]() for m in measures if m in compute}
+    if noisy is not None and set(measures) & set(_NEED_NOISY):
+        _, si_sir, si_sar = metrics.energy_ratios(estimate, clean, noisy[:n] - clean)
+        row.update({k: v for k, v in (("si_sir", si_sir), ("si_sar", si_sar)) if k in measures})
     return row
 
 
-def evaluate_folders(clean_dir, enhanced_dir, noisy_dir=None) -> list[dict]:
-    """One dict per enhanced file: `file` plus the measures (and `noisy_*` with a noisy folder)."""
+def evaluate_folders(clean_dir, enhanced_dir, noisy_dir=None, measures=None) -> list[dict]:
+    """One dict per enhanced file: `file`, the measures, and with a noisy folder `noisy_*`.
+
+    Args:
+      clean_dir, enhanced_dir: folders paired by relative path.
+      noisy_dir: the degraded inputs (same relative paths). Adds si_sir / si_sar, the noisy
+        input's own figures as `noisy_<measure>` and, per file, sdr_improvement = sdr −
+        noisy_sdr and si_sdr_improvement = si_sdr − noisy_si_sdr (dB) when sdr / si_sdr are on.
+      measures: names from `MEASURES` (sequence or comma-separated string); default
+        `DEFAULT_MEASURES`. See `resolve_measures`.
+    """
+    measures = resolve_measures(measures, with_noisy=noisy_dir is not None)
     rows = []
     noisy_by_rel = {}
     if noisy_dir is not None:
@@ -59,12 +115,18 @@ def evaluate_folders(clean_dir, enhanced_dir, noisy_dir=None) -> list[dict]:
             raise DataError(f"{pair.noisy}: sample rate {rate_e} Hz differs from its clean file {pair.clean} ({rate} Hz)")
         row = {"file": pair.relpath}
         noisy = None
+        noisy_row = {}
         if noisy_dir is not None:
             if pair.relpath not in noisy_by_rel:
                 raise DataError(f"{pair.noisy}: no noisy file with the same relative path in {noisy_dir}")
             noisy, _ = _read(noisy_by_rel[pair.relpath])
-            row.update({f"noisy_{k}": v for k, v in _measure(clean, noisy, rate).items()})
-        row.update(_measure(clean, enhanced, rate, noisy))
+            # The input against itself has no noise/artefact split, so no noisy si_sir / si_sar.
+            noisy_row = _measure(clean, noisy, rate, measures)
+            row.update({f"noisy_{k}": v for k, v in noisy_row.items()})
+        row.update(_measure(clean, enhanced, rate, measures, noisy))
+        for key, base in IMPROVEMENTS.items():
+            if base in noisy_row:
+                row[key] = row[base] - noisy_row[base]
         rows.append(row)
     return rows
 
@@ -95,7 +157,8 @@ def write_results(rows, summary, csv_path) -> pathlib.Path:
 
 
 def format_summary(summary) -> str:
-    lines = [f"{'measure':14s}{'mean':>10s}{'± std':>10s}{'n':>6s}"]
+    width = max([14] + [len(k) + 2 for k in summary])  # "noisy_si_sdr", "si_sdr_improvement" fit
+    lines = [f"{'measure':{width}s}{'mean':>10s}{'± std':>10s}{'n':>6s}"]
     for key, s in summary.items():
-        lines.append(f"{key:14s}{s['mean']:10.3f}{s['std']:10.3f}{s['n']:6d}")
+        lines.append(f"{key:{width}s}{s['mean']:10.3f}{s['std']:10.3f}{s['n']:6d}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """`Prior`: a diffusion prior of clean audio (EDM on waveforms) ready for denoising and sampling.
 
     from diffrestore import Prior
-    prior = Prior.from_checkpoint("runs/cqtdiff_maestro")      # or a CQT-Diff / BABE .pt file
+    prior = Prior.from_checkpoint("runs/cqtdiff_maestro")      # or a CQT-Diff / BABE / BUDDy .pt file
     d = prior.denoise(x, sigma)                                # D(x; σ), x (B, L), σ (B,)
     audio = prior.sample(4, seconds=3.0, seed=0)               # (4, L) unconditional samples
 
@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffrestore import config as config_lib
-from diffrestore import sampling, xla_cache
+from diffrestore import inference, sampling, xla_cache
+from diffrestore.audio.resample import resample
 from diffrestore.inference import batch_rows
 
 log = logging.getLogger("diffrestore")
+
+MIN_RESTORE_SAMPLES = 256  # shortest recording restore() takes (at the prior's rate)
 
 
 class Prior:
     """An unconditional EDM prior of clean audio with its (EMA) weights."""
 
-    def __init__(self, config, params, devices=None, *, compilation_cache=True):
+    def __init__(self, config, params, devices=None, *, compilation_cache=True, compile_ahead=True):
         """
         Args:
           config: a prior's config (`config.prior_config`, `sde.name == "edm"`).
@@ -41,6 +44,7 @@ class Prior:
           devices: where batches run (default: all of this process's devices).
           compilation_cache: as for `Enhancer`: True (default folder), a path, False (off),
             None (leave JAX's setting alone).
+          compile_ahead: compile the programs of a `restore` call in a background thread.
         """
         if not config_lib.is_prior(config):
             raise ValueError(
@@ -58,8 +62,9 @@ class Prior:
         self.denoise_fn = config_lib.build_model_fn(config, self.module)  # (params, x, σ) -> D
         self.sample_rate = int(config.data.sample_rate)
         self._denoise = jax.jit(self.denoise_fn)
-        self._programs = {}  # (settings, length, rows) -> jitted sampler
+        self.programs = inference.Programs(compile_ahead)  # compiled samplers and restorers
         self.last_network_evaluations = 0
+        self.last_batches: list[tuple[int, int, int]] = []  # (samples, rows run, real rows) of the last restore()
 
     @property
     def params(self):
@@ -74,8 +79,8 @@ class Prior:
     def from_checkpoint(cls, path, step: int | None = None, devices=None, *, config=None, **kwargs) -> "Prior":
         """Loads our run directory (a training workdir) or a reference `.pt` file.
 
-        A `.pt` is a CQT-Diff (`{'step', 'model', 'ema_weights'}`) or BABE (`{'it', 'network',
-        'ema', 'args'}`) trainer file, read without PyTorch through the restricted unpickler;
+        A `.pt` is a CQT-Diff (`{'step', 'model', 'ema_weights'}`), BABE or BUDDy (`{'it',
+        'network', 'ema', 'args'}`) trainer file, read without PyTorch through the restricted unpickler;
         its architecture is inferred from the weights' keys and shapes (see
         `diffrestore.convert.cqtdiff`), with the weights the reference samples with. `config`
         (a prior config) overrides what the file cannot tell.
@@ -163,9 +168,20 @@ class Prior:
             out.append(np.asarray(x)[:real])
         return np.concatenate(out, axis=0)
 
+    def _abstract(self, rows: int, *arrays):
+        """ShapeDtypeStructs of (params, *arrays): arrays are (shape, dtype) of per-row inputs."""
+        structs = [jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._replicated), self.params)]
+        structs += [jax.ShapeDtypeStruct(shape, dtype, sharding=self._rows) for shape, dtype in arrays]
+        return structs
+
+    def _scalars(self):
+        return [jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=self._replicated),
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=self._replicated)]
+
     def _program(self, settings, length: int, rows: int):
-        key = (settings[0], settings[2], length, rows)
-        if key not in self._programs:
+        key = ("sample", settings[0], settings[2], length, rows)
+
+        def build():
             sample_fn = sampling.get_sampler(settings[0], **dict(settings[2]))
             denoise_fn, sde = self.denoise_fn, self.sde
 
@@ -174,16 +190,173 @@ class Prior:
                 template = jnp.zeros((ids.shape[0], length), jnp.float32)
                 return sample_fn(lambda x, s: denoise_fn(params, x, s), sde, template, sampling.keyed_noise(keys), num_steps)
 
-            abstract = (
-                jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._replicated), self.params),
-                jax.ShapeDtypeStruct((rows,), jnp.uint32, sharding=self._rows),
-                jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=self._replicated),
-                jax.ShapeDtypeStruct((), jnp.int32, sharding=self._replicated),
+            return inference.compile_checked(
+                jax.jit(run, out_shardings=(self._rows, self._replicated)),
+                self._abstract(rows, ((rows,), jnp.uint32)) + self._scalars(), mesh=self.mesh,
+                log_to=self.programs.compile_log, what=f"{settings[0]} for {rows} row(s) x {length} samples",
+                sampler=settings[0], samples=length, rows=rows,
             )
-            start = time.perf_counter()
-            self._programs[key] = (
-                jax.jit(run, out_shardings=(self._rows, self._replicated)).lower(*abstract).compile()
+
+        return self.programs.wait(self.programs.request(key, build))
+
+    # ------------------------------------------------------------------ restoration
+    def default_buckets(self) -> tuple[int, ...]:
+        """Padded lengths (samples) of restoration: a quarter, half and all of the training
+        segment for CQT-Diff, which takes any length; the segment alone for CQTdiff+, whose
+        octave U-Net needs lengths whose octaves double. Longer signals go in chunks of the
+        largest."""
+        from diffrestore.data.defaults import crop_length
+
+        segment = crop_length(self.config.data)
+        if self.config.model.backbone == "cqtdiff":
+            return tuple(sorted({segment // 4, segment // 2, segment}))
+        return (segment,)
+
+    def restore(self, waves: Sequence[np.ndarray], sample_rate: int | None = None, *, task: str, seed: int = 0,
+                batch_size: int = 4, example_ids: Sequence[int] | None = None, buckets: Sequence[int] | None = None,
+                overlap: int | None = None, num_steps: int | None = None, sampler: str | None = None,
+                **options) -> list[np.ndarray]:
+        """Restores recordings whose degradation is known, by posterior sampling from the prior.
+
+        Args:
+          waves: 1-D float arrays (any lengths): the degraded recordings (the observations).
+          sample_rate: their rate (Hz); resampled to the prior's and back.
+          task: "bwe" (cutoff_hz=..., filter="fir" | "cheby1" | "biquad"), "declip"
+            (clip_level=..., default each signal's peak) or "inpaint" (gaps=[(start_s,
+            end_s), ...]); see `diffrestore.restoration.make_task` for every option (xi,
+            clip_grad, data_consistency, guidance) and the references' defaults.
+          seed: signal i uses the key fold_in(key(seed), example_ids[i]); chunk j folds in j.
+          batch_size: rows per batch (rounded up to the devices); buckets: padded lengths in
+            samples at the prior's rate (default `default_buckets()`); overlap: samples shared
+            by consecutive chunks of a long signal (default 1/8 of the largest bucket).
+          num_steps, sampler: the prior's sampler settings unless given; other options
+            (S_churn, ...) are the sampler's.
+
+        Returns:
+          Restored 1-D float32 arrays, each as long as its input, at its rate.
+
+        Raises:
+          ValueError: bad signals (not 1-D, NaN, shorter than the bucket minimum) or task
+            options (a cutoff above the prior's Nyquist, a gap outside a signal, a clip level
+            above a signal's peak), naming the signal; BatchTooLargeError.
+        """
+        from diffrestore import restoration
+
+        task_names = {"cutoff_hz", "filter", "numtaps", "order", "ripple", "q", "clip_level", "gaps", "xi",
+                      "clip_grad", "data_consistency", "guidance"}
+        task_options = {k: v for k, v in options.items() if k in task_names}
+        settings = self.sampler_settings(sampler, num_steps, **{k: v for k, v in options.items() if k not in task_names})
+        spec = restoration.make_task(task, self.sample_rate, **task_options)
+        rate = self.sample_rate if sample_rate is None else int(sample_rate)
+        ids = list(range(len(waves))) if example_ids is None else [int(i) for i in example_ids]
+        if len(ids) != len(waves):
+            raise ValueError(f"{len(ids)} example_ids for {len(waves)} signals")
+        table = tuple(sorted({int(b) for b in (buckets or self.default_buckets())}))
+        if not table or table[0] < 1:
+            raise ValueError(f"buckets must be positive lengths in samples, got {buckets}")
+        chunk = table[-1]
+        overlap = chunk // 8 if overlap is None else int(overlap)
+        if not 0 < overlap < chunk // 2:
+            raise ValueError(f"overlap must be positive and below half the largest bucket {chunk}")
+        max_rows = inference.max_rows_for(batch_size, self.mesh.size)
+
+        observed, peaks = [], []
+        for i, wave in enumerate(waves):
+            wave = np.asarray(wave, np.float32)
+            if wave.ndim != 1:
+                raise ValueError(f"signal {i}: expected a 1-D array, got shape {wave.shape}")
+            if wave.size == 0 or not np.all(np.isfinite(wave)):
+                raise ValueError(f"signal {i}: " + ("is empty" if wave.size == 0 else "contains NaN or infinite samples"))
+            peaks.append(float(np.max(np.abs(wave))))
+            observed.append(wave if rate == self.sample_rate else resample(wave, rate, self.sample_rate).astype(np.float32))
+        # A recording shorter than the operator's support carries nothing it could guide with.
+        minimum = max(MIN_RESTORE_SAMPLES, int(dict(spec.options).get("numtaps", 0)) if spec.name == "bwe" else 0)
+        for i, wave in enumerate(observed):
+            if wave.shape[0] < minimum:
+                raise ValueError(f"signal {i}: {wave.shape[0]} samples at {self.sample_rate} Hz is shorter than the "
+                                 f"minimum {minimum} for {spec.description}")
+        level = dict(spec.options).get("clip_level")
+        if level is not None:
+            for i, peak in enumerate(peaks):
+                if level > peak * (1 + 1e-6) and peak > 0:
+                    raise ValueError(f"signal {i}: clip level {level:g} is above the signal's peak {peak:g}")
+        if spec.per_signal == "level":  # a clipped recording saturates at its peak (at its own rate)
+            per_signal = [float(level) if level is not None else peak for peak in peaks]
+        else:
+            per_signal = []
+            for i, wave in enumerate(observed):
+                try:
+                    per_signal.append(spec.signal_params([wave], self.sample_rate)[0])
+                except ValueError as err:
+                    raise ValueError(f"signal {i}: {err}") from None
+
+        lengths = [w.shape[0] for w in observed]
+        segments = inference.plan_segments(
+            lengths, bucket_of=lambda n: inference.bucket_for(n, table), chunk_length=chunk, overlap=overlap,
+            largest_bucket=chunk, skip=[p == 0.0 for p in peaks],  # silence stays silence
+        )
+        batches = inference.plan_batches(segments, max_rows, self.mesh.size)
+        futures = [self._restore_program(settings, spec, b.bucket, b.rows) for b in batches]
+        self.last_batches = [(b.bucket, b.rows, len(b.segments)) for b in batches]
+        pieces = {}
+        for batch, future in zip(batches, futures):
+            program = self.programs.wait(future)
+            inputs = [inference.gather_rows(batch, observed, batch.bucket), inference.row_lengths(batch),
+                      inference.row_values(batch, ids, np.uint32), inference.row_values(batch, None, np.int32)]
+            if spec.per_signal == "mask":
+                inputs.append(inference.gather_rows(batch, per_signal, batch.bucket))
+            elif spec.per_signal == "level":
+                inputs.append(inference.row_values(batch, per_signal, np.float32))
+            out, nfe = program(self.params, *jax.device_put(tuple(inputs), self._rows), jax.random.key(seed),
+                               jnp.int32(settings[1]))
+            self.last_network_evaluations = int(nfe)
+            out = np.asarray(out)
+            pieces.update(((s.signal, s.chunk), out[r, : s.length]) for r, s in enumerate(batch.segments))
+
+        outputs = []
+        for i, joined in enumerate(inference.join_segments(pieces, lengths, chunk, overlap)):
+            joined = np.zeros(lengths[i], np.float32) if joined is None else joined
+            if rate != self.sample_rate:
+                joined = resample(joined, self.sample_rate, rate).astype(np.float32)
+            n = len(waves[i])
+            outputs.append(np.pad(joined, (0, max(0, n - joined.shape[0])))[:n].astype(np.float32))
+        return outputs
+
+    def _restore_program(self, settings, spec, length: int, rows: int):
+        """The compiled restoration program of (sampler settings, task, bucket, rows), as a Future."""
+        key = ("restore", settings[0], settings[2], spec.name, spec.options, spec.xi, spec.clip_grad,
+               spec.data_consistency, spec.guidance, length, rows)
+
+        def build():
+            sample_fn = sampling.get_sampler(settings[0], **dict(settings[2]))
+            denoise_fn, sde, op = self.denoise_fn, self.sde, spec.operator
+
+            def run(params, ys, lengths, ids, chunks, *rest):
+                *per_row, base, num_steps = rest
+                valid = (jnp.arange(length)[None, :] < lengths[:, None]).astype(jnp.float32)
+                if spec.per_signal == "mask":
+                    op_params = {"mask": per_row[0]}
+                elif spec.per_signal == "level":
+                    op_params = {"level": per_row[0]}
+                else:
+                    op_params = None
+                guided = sampling.guided_denoiser(
+                    lambda x, s: denoise_fn(params, x, s), op, ys, op_params, xi=spec.xi, guidance=spec.guidance,
+                    clip_grad=spec.clip_grad, data_consistency=spec.data_consistency, valid=valid,
+                )
+                keys = inference.row_keys(base, ids, chunks)
+                return sample_fn(guided, sde, ys, sampling.keyed_noise(keys), num_steps)
+
+            arrays = [((rows, length), jnp.float32), ((rows,), jnp.int32), ((rows,), jnp.uint32), ((rows,), jnp.int32)]
+            if spec.per_signal == "mask":
+                arrays.append(((rows, length), jnp.float32))
+            elif spec.per_signal == "level":
+                arrays.append(((rows,), jnp.float32))
+            return inference.compile_checked(
+                jax.jit(run, out_shardings=(self._rows, self._replicated)),
+                self._abstract(rows, *arrays) + self._scalars(), mesh=self.mesh, log_to=self.programs.compile_log,
+                what=f"{spec.name} with {settings[0]} for {rows} row(s) x {length} samples",
+                task=spec.name, sampler=settings[0], samples=length, rows=rows,
             )
-            log.info("compiled %s for %d row(s) x %d samples in %.1f s", settings[0], rows, length,
-                     time.perf_counter() - start)
-        return self._programs[key]
+
+        return self.programs.request(key, build)

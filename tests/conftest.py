@@ -44,3 +44,30 @@ def _compilation_cache_in_a_temporary_folder(tmp_path_factory):
         os.environ.pop("DIFFRESTORE_CACHE_DIR", None)
     else:
         os.environ["DIFFRESTORE_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_dir(tmp_path_factory):
+    """A run directory of configs/tiny_prior.py with random weights (3 sampler steps): for the
+    machinery of restoration and sampling, not for quality."""
+    import importlib.util
+
+    import jax
+
+    from diffrestore import checkpoint
+    from diffrestore import config as config_lib
+
+    spec = importlib.util.spec_from_file_location(
+        "tiny_prior_config", pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.sampling.num_steps = 3
+    network = config_lib.build_backbone(config)
+    inputs = config_lib.example_inputs(config)
+    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    init = jax.jit(lambda k: network.init(k, *inputs)["params"]).lower(jax.random.key(0)).compile(options)
+    path = tmp_path_factory.mktemp("tiny_prior_run")
+    params = init(jax.random.key(0))
+    checkpoint.save_parameters(path, config, params, params)
+    return path

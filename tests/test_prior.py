@@ -149,3 +149,18 @@ def test_a_broken_file_in_the_folder_is_named(music, tmp_path, capsys):
                      f"--config.data.data_dir={folder}"])
     assert code == 2
     assert "broken.wav" in capsys.readouterr().err
+
+
+def test_a_reference_pt_file_loads_as_a_prior_with_the_references_output(cqtdiff_fixtures):
+    # small_cqtdiff.pt as CQT-Diff's learner writes it: Prior reads it without PyTorch, infers
+    # the network from the weights, samples with the weights the reference samples with, and
+    # its denoiser is the reference's D(x, σ).
+    from diffrestore import Prior
+
+    expected = np.load(cqtdiff_fixtures / "small_cqtdiff_expected.npz")
+    prior = Prior.from_checkpoint(cqtdiff_fixtures / "small_cqtdiff.pt")
+    assert prior.config.model.backbone == "cqtdiff" and prior.sample_rate == 22050
+    assert prior.sde.sigma_data == pytest.approx(float(expected["sigma_data"]))
+    got = prior.denoise(expected["x"], expected["sigma"])
+    err = np.max(np.abs(got - expected["denoised"])) / np.max(np.abs(expected["denoised"]))
+    assert err < 1e-4, err
