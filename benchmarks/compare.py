@@ -4,11 +4,21 @@
 
 Reads whichever of these the folder holds (as `benchmarks/device_run.sh` writes them):
 `ours_fp32.json`, `ours_bf16.json` (throughput.py --what forward,enhance), `train_bf16.json`
-(throughput.py --what train) and `reference.json` (torch_reference.py --what forward,enhance),
-and prints a Markdown table: our time, the reference's, their ratio and the target it is held
-to (issue 5: forward ≤ ½ of the reference's time, a 10 s file with N = 30 + ALD ≤ ⅓, bf16
-training MFU ≥ 35 %). A row whose two sides ran different networks (parameter counts) or
-shapes (batch, padded frames, network calls) says so instead of giving a ratio.
+or else `train_fp32.json` (throughput.py --what train) and `reference.json`
+(torch_reference.py --what forward,enhance), and prints a Markdown table: our time, the
+reference's, their ratio and the target it is held to (issue 5: forward ≤ ½ of the reference's
+time, a 10 s file with N = 30 + ALD ≤ ⅓, bf16 training MFU ≥ 35 %). A row whose two sides ran
+different networks (parameter counts) or shapes (batch, padded frames, network calls) says so
+instead of giving a ratio.
+
+A prior's folder (e.g. `benchmarks/results/cpu_amd/cqtdiff`) holds the same names written by
+`throughput.py --config configs/cqtdiff_maestro.py --what forward,sample` and
+`torch_reference_cqtdiff.py --what forward,sample`: forward rows compare D(x, σ) on the same
+waveform length, sample rows the seconds per second of sampled audio for the same length,
+rows and network calls (issue "Unconditional diffusion priors": ours ≤ ½ of the reference's).
+With `--what bwe` on both sides (throughput.py and torch_reference_cqtdiff.py), bwe rows compare
+guided bandwidth extension (FIR 500 taps, same cutoff, T, length and rows) in seconds per
+restored second (issue 13: ours ≤ ½ of the reference's).
 """
 from __future__ import annotations
 
@@ -20,6 +30,8 @@ import sys
 FORWARD_TARGET = 0.5  # our forward time / the reference's
 ENHANCE_TARGET = 1 / 3  # our 10 s enhancement time / the reference's, batch 1
 MFU_TARGET = 0.35  # bf16 training on an H100
+SAMPLE_TARGET = 0.5  # our seconds per sampled second / the reference's (unconditional prior sampling)
+BWE_TARGET = 0.5  # our seconds per restored second / the reference's (guided bandwidth extension)
 
 
 def _load(folder: pathlib.Path, name: str) -> dict | None:
@@ -27,13 +39,53 @@ def _load(folder: pathlib.Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _ratio_row(what: str, ours: float, ref: float, same_shape: bool, target: float | None) -> list[str]:
+def _ratio_row(what: str, ours: float, ref: float, same_shape: bool, target: float | None,
+               unit: str = "s") -> list[str]:
     if not same_shape:
-        return [what, f"{ours:.4g} s", f"{ref:.4g} s", "not comparable (network or shape differs)", "—", "—"]
+        return [what, f"{ours:.4g} {unit}", f"{ref:.4g} {unit}", "not comparable (network or shape differs)", "—", "—"]
     ratio = ours / ref
     verdict = "—" if target is None else ("met" if ratio <= target else "not met")
     goal = "—" if target is None else f"≤ {target:.2f}"
-    return [what, f"{ours:.4g} s", f"{ref:.4g} s", f"{ratio:.2f}", goal, verdict]
+    return [what, f"{ours:.4g} {unit}", f"{ref:.4g} {unit}", f"{ratio:.2f}", goal, verdict]
+
+
+def _sample_rows(dtype: str, result: dict, reference: dict | None, same_net: bool) -> list[list[str]]:
+    """A prior's unconditional sampling: seconds per second of sampled audio, per batch size."""
+    ref_sample = {r["batch_size"]: r for r in (reference or {}).get("sample", [])}
+    rows = []
+    for row in result.get("sample", []):
+        ref = ref_sample.get(row["batch_size"])
+        if not ref:
+            continue
+        same = same_net and row["length"] == ref["length"] and row["network_calls"] == ref["network_calls"]
+        rows.append(_ratio_row(
+            f"sample {dtype}, {row['batch_size']} × {row['length']} samples, T = {row['num_steps']}, "
+            f"{row['network_calls']} network calls, per sampled second",
+            row["seconds_per_sampled_second"], ref["seconds_per_sampled_second"], same, SAMPLE_TARGET, "s/s"))
+        rows.append(_ratio_row(
+            f"sample {dtype}, {row['batch_size']} × {row['length']} samples, per network call",
+            row["seconds_per_network_call"], ref["seconds_per_network_call"], same, None))
+    return rows
+
+
+def _bwe_rows(dtype: str, result: dict, reference: dict | None, same_net: bool) -> list[list[str]]:
+    """A prior's guided bandwidth extension: seconds per restored second, per batch size."""
+    ref_bwe = {r["batch_size"]: r for r in (reference or {}).get("bwe", [])}
+    rows = []
+    for row in result.get("bwe", []):
+        ref = ref_bwe.get(row["batch_size"])
+        if not ref:
+            continue
+        # The same work: network, length, network calls, and the same low-pass (cutoff, taps).
+        same = same_net and all(row.get(k) == ref.get(k) for k in ("length", "network_calls", "cutoff_hz", "numtaps"))
+        rows.append(_ratio_row(
+            f"bwe {dtype}, {row['batch_size']} × {row['length']} samples, T = {row['num_steps']}, "
+            f"{row['network_calls']} network calls, per restored second",
+            row["seconds_per_restored_second"], ref["seconds_per_restored_second"], same, BWE_TARGET, "s/s"))
+        rows.append(_ratio_row(
+            f"bwe {dtype}, {row['batch_size']} × {row['length']} samples, per network call",
+            row["seconds_per_network_call"], ref["seconds_per_network_call"], same, None))
+    return rows
 
 
 def compare_rows(ours: dict[str, dict | None], reference: dict | None, train: dict | None) -> list[list[str]]:
@@ -53,10 +105,11 @@ def compare_rows(ours: dict[str, dict | None], reference: dict | None, train: di
         same_net = result.get("num_params") == (reference or {}).get("params")
         forward = result.get("forward")
         if forward and ref_forward:
-            same = same_net and forward["input_shape"][-1] == ref_forward["input_shape"][-1] and \
-                forward["input_shape"][0] == ref_forward["input_shape"][0]
-            frames = forward["input_shape"][-1]
-            rows.append(_ratio_row(f"forward {dtype}, batch {forward['input_shape'][0]}, {frames} frames",
+            shape, ref_shape = forward["input_shape"], ref_forward["input_shape"]
+            same = same_net and shape[-1] == ref_shape[-1] and shape[0] == ref_shape[0] and len(shape) == len(ref_shape)
+            # (B, 1, F, frames) spectrograms, or (B, L) waveforms for a prior's denoiser.
+            size = f"{shape[-1]} samples" if len(shape) == 2 else f"{shape[-1]} frames"
+            rows.append(_ratio_row(f"forward {dtype}, batch {shape[0]}, {size}",
                                    forward["seconds_median"], ref_forward["seconds_median"], same, FORWARD_TARGET))
         for row in result.get("enhance", []):
             ref = ref_enhance.get(row["batch_size"])
@@ -68,6 +121,8 @@ def compare_rows(ours: dict[str, dict | None], reference: dict | None, train: di
             rows.append(_ratio_row(
                 f"enhance {dtype}, {row['batch_size']} × {row['seconds_of_audio_each']:g} s, "
                 f"{row['network_calls']} network calls", row["seconds_median"], ref["seconds_median"], same, target))
+        rows += _sample_rows(dtype, result, reference, same_net)
+        rows += _bwe_rows(dtype, result, reference, same_net)
     if train and train.get("train"):
         t = train["train"]
         mfu = t.get("mfu")
@@ -92,7 +147,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     folder = pathlib.Path(args.dir)
     ours = {"fp32": _load(folder, "ours_fp32.json"), "bf16": _load(folder, "ours_bf16.json")}
-    reference, train = _load(folder, "reference.json"), _load(folder, "train_bf16.json")
+    reference = _load(folder, "reference.json")
+    train = _load(folder, "train_bf16.json") or _load(folder, "train_fp32.json")
     devices = {r.get("device_kind") for r in [*ours.values(), train] if r}
     if reference:
         devices.add(reference.get("device"))

@@ -3,9 +3,11 @@
     python benchmarks/profile_ops.py --config configs/sgmse_vbd.py --what forward --seconds 2 \
         --out benchmarks/results/cpu_xeon/profile_forward.json
     python benchmarks/profile_ops.py --what train --override model.dtype=bfloat16 --batch-size 32
+    python benchmarks/profile_ops.py --config configs/cqtdiff_maestro.py --what forward --repeats 2
 
-Compiles the program (the network forward on `--seconds` of audio at batch 1, or the sharded
-training step at `--batch-size`), runs it `--repeats` times under `jax.profiler` with a
+Compiles the program (the network forward on `--seconds` of audio at batch 1 — for a prior's
+config the denoiser D(x, σ) on a waveform of `--length` samples, default its training segment —
+or the sharded training step at `--batch-size`), runs it `--repeats` times under `jax.profiler` with a
 Perfetto trace, and adds up the time of every XLA operation of that program (on a GPU the
 kernels on the device, on a CPU the thunks on the host threads). Each operation is
 classified twice, from the optimised HLO of the compiled program:
@@ -181,7 +183,8 @@ def _table(title: str, rows: list[dict], limit: int = 12) -> str:
 def compiled_program(config, args):
     """(compiled executable, its arguments) for --what."""
     if args.what == "forward":
-        compiled, call_args, _ = throughput.forward_setup(config, throughput._random_params(config), args.seconds)
+        compiled, call_args, _ = throughput.forward_setup(config, throughput._random_params(config), args.seconds,
+                                                          args.length)
         return compiled, call_args
     setup = throughput.train_setup(config)
     return setup.step, (setup.state, setup.batch, setup.key)
@@ -231,6 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--override", action="append", default=[], help="group.field=value (repeatable)")
     parser.add_argument("--what", default="forward", choices=("forward", "train"))
     parser.add_argument("--seconds", type=float, default=2.0, help="forward: audio length at batch 1")
+    parser.add_argument("--length", type=int, default=0,
+                        help="forward of a prior: waveform samples (default: the config's training segment)")
     parser.add_argument("--batch-size", type=int, default=0, help="train: global batch (default: the config's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
