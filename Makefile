@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test quickstart clean
+.PHONY: install test quickstart quickstart-bwe clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 quickstart: $(STAMP)
 	$(VENV)/bin/diffrestore quickstart --workdir runs/quickstart
+
+quickstart-bwe: $(STAMP)
+	$(VENV)/bin/diffrestore quickstart --task bwe --workdir runs/quickstart_bwe
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

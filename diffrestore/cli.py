@@ -170,7 +170,7 @@ def _cmd_train(argv) -> int:
 def _cmd_quickstart(args) -> int:
     import logging
 
-    from diffrestore.quickstart import run_quickstart
+    from diffrestore.quickstart import run_bwe_quickstart, run_quickstart
 
     # Show the training progress line (steps/s, ETA) and milestones; Orbax narrates at INFO.
     if not logging.getLogger().handlers:
@@ -178,7 +178,10 @@ def _cmd_quickstart(args) -> int:
     logging.getLogger("diffrestore").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
 
-    run_quickstart(args.workdir, minutes=args.minutes)
+    if args.task == "bwe":
+        run_bwe_quickstart(args.workdir or "runs/quickstart_bwe", minutes=args.minutes)
+    else:
+        run_quickstart(args.workdir or "runs/quickstart", minutes=args.minutes)
     return 0
 
 
@@ -259,8 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results.csv", help="per-file CSV; the summary goes beside it as .summary.json")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("quickstart", help="synthetic corpus -> train -> enhance -> evaluate, in minutes on a CPU")
-    p.add_argument("--workdir", default="runs/quickstart")
+    p = sub.add_parser("quickstart", help="synthetic corpus -> train -> enhance (or restore) -> evaluate, in minutes on a CPU")
+    p.add_argument("--task", choices=("enhance", "bwe"), default="enhance",
+                   help="enhance: speech enhancer (configs/quickstart.py); bwe: music prior and zero-shot "
+                        "bandwidth extension (configs/quickstart_bwe.py)")
+    p.add_argument("--workdir", default=None, help="default runs/quickstart, or runs/quickstart_bwe with --task bwe")
     p.add_argument("--minutes", type=float, default=None, help="override the training time budget")
     p.set_defaults(func=_cmd_quickstart)
 

@@ -94,10 +94,8 @@ class Enhancer:
         self.config = config
         xla_cache.configure(compilation_cache)
         # One batch axis over the devices; parameters replicated on each of them.
-        devices = jax.local_devices() if devices is None else list(devices)
-        self.mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-        self._rows = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
-        self._replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        placement = inference.DeviceRows.local(devices)
+        self.mesh, self._rows, self._replicated = placement.mesh, placement.rows, placement.replicated
         self.params = params
         self.spectrogram = config_lib.spectrogram_config(config)
         self.sde = config_lib.build_sde(config)

@@ -58,6 +58,23 @@ class Batch:
     segments: tuple
 
 
+@dataclasses.dataclass(frozen=True)
+class DeviceRows:
+    """Local devices as one batch axis: rows sharded over them, weights replicated on each."""
+
+    mesh: jax.sharding.Mesh
+    rows: jax.sharding.NamedSharding
+    replicated: jax.sharding.NamedSharding
+
+    @classmethod
+    def local(cls, devices=None) -> "DeviceRows":
+        """Over `devices` (default this process's `jax.local_devices()`)."""
+        devices = jax.local_devices() if devices is None else list(devices)
+        mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+        spec = jax.sharding.PartitionSpec
+        return cls(mesh, jax.sharding.NamedSharding(mesh, spec("batch")), jax.sharding.NamedSharding(mesh, spec()))
+
+
 def plan_segments(lengths: Sequence[int], *, bucket_of: Callable[[int], int], chunk_length: int, overlap: int,
                   largest_bucket, skip: Sequence[bool] | None = None) -> list[Segment]:
     """Segments of signals of `lengths` samples: a signal of at most `chunk_length` samples is

@@ -52,10 +52,8 @@ class Prior:
             )
         self.config = config
         xla_cache.configure(compilation_cache)
-        devices = jax.local_devices() if devices is None else list(devices)
-        self.mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-        self._rows = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("batch"))
-        self._replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        placement = inference.DeviceRows.local(devices)
+        self.mesh, self._rows, self._replicated = placement.mesh, placement.rows, placement.replicated
         self.params = params
         self.sde = config_lib.build_sde(config)
         self.module = config_lib.build_backbone(config)
