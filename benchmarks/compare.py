@@ -49,42 +49,31 @@ def _ratio_row(what: str, ours: float, ref: float, same_shape: bool, target: flo
     return [what, f"{ours:.4g} {unit}", f"{ref:.4g} {unit}", f"{ratio:.2f}", goal, verdict]
 
 
-def _sample_rows(dtype: str, result: dict, reference: dict | None, same_net: bool) -> list[list[str]]:
-    """A prior's unconditional sampling: seconds per second of sampled audio, per batch size."""
-    ref_sample = {r["batch_size"]: r for r in (reference or {}).get("sample", [])}
-    rows = []
-    for row in result.get("sample", []):
-        ref = ref_sample.get(row["batch_size"])
-        if not ref:
-            continue
-        same = same_net and row["length"] == ref["length"] and row["network_calls"] == ref["network_calls"]
-        rows.append(_ratio_row(
-            f"sample {dtype}, {row['batch_size']} × {row['length']} samples, T = {row['num_steps']}, "
-            f"{row['network_calls']} network calls, per sampled second",
-            row["seconds_per_sampled_second"], ref["seconds_per_sampled_second"], same, SAMPLE_TARGET, "s/s"))
-        rows.append(_ratio_row(
-            f"sample {dtype}, {row['batch_size']} × {row['length']} samples, per network call",
-            row["seconds_per_network_call"], ref["seconds_per_network_call"], same, None))
-    return rows
+# A prior's sampling parts: (JSON part, what it makes, per-second field, target, the fields
+# that must agree for a ratio besides the network: the same work on both sides).
+_PRIOR_PARTS = {
+    "sample": ("sampled", "seconds_per_sampled_second", SAMPLE_TARGET, ("length", "network_calls")),
+    "bwe": ("restored", "seconds_per_restored_second", BWE_TARGET, ("length", "network_calls", "cutoff_hz", "numtaps")),
+}
 
 
-def _bwe_rows(dtype: str, result: dict, reference: dict | None, same_net: bool) -> list[list[str]]:
-    """A prior's guided bandwidth extension: seconds per restored second, per batch size."""
-    ref_bwe = {r["batch_size"]: r for r in (reference or {}).get("bwe", [])}
+def _prior_rows(part: str, dtype: str, result: dict, reference: dict | None, same_net: bool) -> list[list[str]]:
+    """Unconditional sampling ("sample") or guided bandwidth extension ("bwe") of a prior:
+    seconds per second of audio made, and per network call, per batch size."""
+    made, per_second, target, keys = _PRIOR_PARTS[part]
+    by_batch = {r["batch_size"]: r for r in (reference or {}).get(part, [])}
     rows = []
-    for row in result.get("bwe", []):
-        ref = ref_bwe.get(row["batch_size"])
+    for row in result.get(part, []):
+        ref = by_batch.get(row["batch_size"])
         if not ref:
             continue
-        # The same work: network, length, network calls, and the same low-pass (cutoff, taps).
-        same = same_net and all(row.get(k) == ref.get(k) for k in ("length", "network_calls", "cutoff_hz", "numtaps"))
+        same = same_net and all(row.get(k) == ref.get(k) for k in keys)
+        shape = f"{part} {dtype}, {row['batch_size']} × {row['length']} samples"
         rows.append(_ratio_row(
-            f"bwe {dtype}, {row['batch_size']} × {row['length']} samples, T = {row['num_steps']}, "
-            f"{row['network_calls']} network calls, per restored second",
-            row["seconds_per_restored_second"], ref["seconds_per_restored_second"], same, BWE_TARGET, "s/s"))
-        rows.append(_ratio_row(
-            f"bwe {dtype}, {row['batch_size']} × {row['length']} samples, per network call",
-            row["seconds_per_network_call"], ref["seconds_per_network_call"], same, None))
+            f"{shape}, T = {row['num_steps']}, {row['network_calls']} network calls, per {made} second",
+            row[per_second], ref[per_second], same, target, "s/s"))
+        rows.append(_ratio_row(f"{shape}, per network call", row["seconds_per_network_call"],
+                               ref["seconds_per_network_call"], same, None))
     return rows
 
 
@@ -121,8 +110,8 @@ def compare_rows(ours: dict[str, dict | None], reference: dict | None, train: di
             rows.append(_ratio_row(
                 f"enhance {dtype}, {row['batch_size']} × {row['seconds_of_audio_each']:g} s, "
                 f"{row['network_calls']} network calls", row["seconds_median"], ref["seconds_median"], same, target))
-        rows += _sample_rows(dtype, result, reference, same_net)
-        rows += _bwe_rows(dtype, result, reference, same_net)
+        rows += _prior_rows("sample", dtype, result, reference, same_net)
+        rows += _prior_rows("bwe", dtype, result, reference, same_net)
     if train and train.get("train"):
         t = train["train"]
         mfu = t.get("mfu")

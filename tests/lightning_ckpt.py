@@ -61,6 +61,17 @@ class _Writer:
         return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
 
 
+def write_torch_zip(path, pickle_bytes: bytes, writer: _Writer):
+    """torch.save's zip layout: archive/data.pkl, byteorder, version and the writer's storages."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+        for key, raw in writer.storages.items():
+            z.writestr(f"archive/data/{key}", raw)
+    return path
+
+
 def write_lightning_checkpoint(path, state_dict, ema_params, hyper_parameters):
     """state_dict: name -> array (names with the `dnn.` prefix); ema_params: list of arrays."""
     w = _Writer()
@@ -73,10 +84,4 @@ def write_lightning_checkpoint(path, state_dict, ema_params, hyper_parameters):
     hp += _str("data_module_cls") + _global("sgmse.data_module", "SpecsDataModule") + b"s"
     top = b"\x80\x02}" + _str("state_dict") + sd + b"s" + _str("ema") + ema + b"s"
     top += _str("hyper_parameters") + hp + b"s" + _str("epoch") + _int(3) + b"s."
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", top)
-        z.writestr("archive/byteorder", "little")
-        z.writestr("archive/version", "3\n")
-        for key, raw in w.storages.items():
-            z.writestr(f"archive/data/{key}", raw)
-    return path
+    return write_torch_zip(path, top, w)

@@ -13,14 +13,13 @@ reference's `state_dict()`.
 import importlib.util
 import pathlib
 import shutil
-import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lightning_ckpt import _Writer, _global, _int, _str, _value
+from lightning_ckpt import _Writer, _global, _int, _str, _value, write_torch_zip
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "prior_speech.py"
@@ -345,13 +344,7 @@ def write_buddy_checkpoint(path, *, it, network, ema, args=None):
     if args is not None:
         top += _str("args") + _pickled(args, w) + b"s"
     top += b"."
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", top)
-        z.writestr("archive/byteorder", "little")
-        z.writestr("archive/version", "3\n")
-        for key, raw in w.storages.items():
-            z.writestr(f"archive/data/{key}", raw)
-    return path
+    return write_torch_zip(path, top, w)
 
 
 def buddy_args(**network):
