@@ -38,24 +38,31 @@ def load_config_file(path):
     return module.get_config()
 
 
-def run_quickstart(workdir="runs/quickstart", minutes=None) -> dict:
-    from diffrestore import Enhancer
-    from diffrestore.data import load_eval_pairs, write_synthetic_corpus
-    from diffrestore.metrics import speech_metrics
+def _write_corpus_and_train(config_file, workdir: pathlib.Path, minutes, write_corpus, kind: str):
+    """Steps 1-2 of both workflows: the config with data_dir = WORKDIR/data, the corpus written
+    there unless it exists (`write_corpus(dir, **quickstart.corpus)`), training run (or resumed)."""
     from diffrestore.train import train_and_evaluate
-    import soundfile as sf
 
-    workdir = pathlib.Path(workdir)
-    config = load_config_file(CONFIG_FILE)
+    config = load_config_file(config_file)
     data_dir = workdir / "data"
     config.data.data_dir = str(data_dir)
     if minutes is not None:
         config.training.max_minutes = float(minutes)
     if not (data_dir / "test").is_dir():
-        print(f"writing the synthetic corpus to {data_dir}")
-        write_synthetic_corpus(data_dir, **config.quickstart.corpus.to_dict())
-
+        print(f"writing the synthetic {kind} corpus to {data_dir}")
+        write_corpus(data_dir, **config.quickstart.corpus.to_dict())
     train_and_evaluate(config, workdir)
+    return config
+
+
+def run_quickstart(workdir="runs/quickstart", minutes=None) -> dict:
+    from diffrestore import Enhancer
+    from diffrestore.data import load_eval_pairs, write_synthetic_corpus
+    from diffrestore.metrics import speech_metrics
+    import soundfile as sf
+
+    workdir = pathlib.Path(workdir)
+    config = _write_corpus_and_train(CONFIG_FILE, workdir, minutes, write_synthetic_corpus, "speech")
 
     enhancer = Enhancer.from_checkpoint(workdir)
     pairs = load_eval_pairs(config.data, "test")
@@ -94,20 +101,10 @@ def run_bwe_quickstart(workdir="runs/quickstart_bwe", minutes=None) -> dict:
     from diffrestore.data import load_eval_segments, write_synthetic_music
     from diffrestore.io import write_audio_atomic
     from diffrestore.metrics import restoration_metrics
-    from diffrestore.train import train_and_evaluate
 
     workdir = pathlib.Path(workdir)
-    config = load_config_file(BWE_CONFIG_FILE)
+    config = _write_corpus_and_train(BWE_CONFIG_FILE, workdir, minutes, write_synthetic_music, "music")
     q = config.quickstart
-    data_dir = workdir / "data"
-    config.data.data_dir = str(data_dir)
-    if minutes is not None:
-        config.training.max_minutes = float(minutes)
-    if not (data_dir / "test").is_dir():
-        print(f"writing the synthetic music corpus to {data_dir}")
-        write_synthetic_music(data_dir, **q.corpus.to_dict())
-
-    train_and_evaluate(config, workdir)
 
     prior = Prior.from_checkpoint(workdir)
     rate = prior.sample_rate
