@@ -61,7 +61,7 @@ FRAME_MULTIPLE = 64  # the U-Net halves the frame axis 6 times
 DEFAULT_BUCKETS = (64, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
 
 # Options each sampler takes from `config.sampling` when the caller does not give them.
-_CONFIG_OPTIONS = {"pc": ("predictor", "corrector", "snr", "corrector_steps")}
+_CONFIG_OPTIONS = {"pc": ("predictor", "corrector", "snr", "corrector_steps", "start_time")}
 
 
 @dataclasses.dataclass(frozen=True)

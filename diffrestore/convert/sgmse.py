@@ -36,21 +36,31 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
     if backbone not in BACKBONES:
         raise CheckpointError(f"{source}: backbone {backbone!r} is not supported (supported: {sorted(BACKBONES)})")
     sde_name = str(hparams.get("sde", "")).lower()
-    if sde_name not in ("ouve", "ouvp", "sbve", "sbvp"):
+    if sde_name not in ("ouve", "ouvp", "sbve", "sbvp", "bbed"):
         raise CheckpointError(f"{source}: SDE {hparams.get('sde')!r} is not supported")
+    bbed = sde_name == "bbed"  # sp-uhh/sgmse-bbed and sp-uhh/sgmse_crp checkpoints
 
     config = config_lib.default_config()
     config.model.backbone = backbone
-    config.model.backbone_kwargs = _plain(backbone_kwargs(backbone, hparams))
+    kwargs = backbone_kwargs(backbone, hparams)
+    if bbed:
+        # sgmse-bbed's NCSN++ has no `centered` option (no input map), always divides by t
+        # (its `scale_by_sigma` is ignored) and overwrites fir_kernel with [1, 3, 3, 1].
+        kwargs.update(centered=True, scale_by_sigma=True, fir_kernel=(1, 3, 3, 1))
+    config.model.backbone_kwargs = _plain(kwargs)
     for field in _MODEL_FIELDS:
         if hparams.get(field) is not None:
             config.model[field] = type(config.model[field])(hparams[field])
+    if bbed:
+        config.model.loss_type = _bbed_loss_type(hparams, source)
     config.model.network_scaling = str(hparams.get("network_scaling") or "")
 
     config.sde.name = sde_name
     for field in _SDE_FIELDS:
-        if hparams.get(field) is not None:
+        if hparams.get(field) is not None and not bbed:
             config.sde[field] = type(config.sde[field])(hparams[field])
+    if bbed:
+        config.sde = _bbed_sde_config(hparams)
 
     for field in _DATA_FIELDS:
         if hparams.get(field) is not None:
@@ -64,7 +74,46 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
         config.sampling.sampler = "ode_adaptive" if sampler_type == "ode" else "pc"
     config.sampling.num_steps = int(config.sde.N)
     config.sampling.pad_mode = _PAD_MODE[backbone]
+    if bbed:
+        _bbed_sampling(config.sampling, hparams)
     return config
+
+
+def _bbed_loss_type(hparams: Mapping, source: str) -> str:
+    """sgmse-bbed's `loss_type` "mse" is |σ·s + z|² (`ScoreModel._loss`): our score matching."""
+    loss_type = str(hparams.get("loss_type", "mse"))
+    if loss_type != "mse":
+        # Its "mae" branch reads an undefined variable: no checkpoint can have trained with it.
+        raise CheckpointError(f"{source}: BBED loss_type {loss_type!r} is not supported (expected 'mse')")
+    return "score_matching"
+
+
+def _bbed_sde_config(hparams: Mapping):
+    """The `sde` group of a BBED checkpoint: k, c (the reference's `theta`), T (T_sampling), N."""
+    import ml_collections
+
+    from diffrestore.sde import BBEDSDE
+
+    sde = BBEDSDE.from_hparams(**hparams)
+    return ml_collections.ConfigDict({"name": "bbed", "k": sde.k, "c": sde.c, "T": sde.T, "N": sde.N})
+
+
+# BBED's paper setting (Lay et al. 2023): reverse process from T' = 0.5 with 15 PC steps, i.e.
+# eval.py's N = int(0.5 / (1/30)). A CRP checkpoint carries its own inference start and step
+# count (`inference_start`, `inference_N`) and samples without a corrector.
+_BBED_START, _BBED_STEPS = 0.5, 15
+
+
+def _bbed_sampling(sampling, hparams: Mapping) -> None:
+    sampling.predictor = "reverse_diffusion"
+    if hparams.get("inference_N") is not None:
+        sampling.corrector = "none"
+        sampling.num_steps = int(hparams["inference_N"])
+        sampling.start_time = float(hparams.get("inference_start", _BBED_START))
+    else:
+        sampling.corrector = "ald"
+        sampling.num_steps = _BBED_STEPS
+        sampling.start_time = _BBED_START
 
 
 def _plain(value):

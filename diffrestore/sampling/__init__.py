@@ -30,7 +30,7 @@ MODEL_KINDS = ("score", "data_prediction", "edm_denoiser")
 
 # name -> (function, options it accepts, the model kind it consumes)
 _REGISTRY = {
-    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow"}, "score"),
+    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow", "start_time"}, "score"),
     "ode_euler": (functools.partial(ode_sample, method="euler"), {"eps", "denoise"}, "score"),
     "ode_heun": (functools.partial(ode_sample, method="heun"), {"eps", "denoise"}, "score"),
     "ode_adaptive": (None, {"eps", "denoise", "rtol", "atol", "max_steps"}, "score"),

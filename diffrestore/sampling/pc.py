@@ -4,9 +4,12 @@ One `lax.fori_loop` over the N reverse steps; N is a runtime value, so one compi
 serves every step count. The network is called once per predictor or corrector step for the
 whole batch. Time grid and update rules replay the reference sampler exactly:
 t_i = linspace(T, eps, N)[i], step size t_i − t_{i+1}, and eps itself for the last step.
+The reverse process may start below the SDE's T (`start_time`, BBED's "reverse starting
+point"): the prior is then drawn at that time and the grid starts there.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -75,6 +78,7 @@ def pc_sample(
     eps: float = 0.03,
     denoise: bool = True,
     probability_flow: bool = False,
+    start_time: float | None = None,
 ):
     """Runs the PC sampler.
 
@@ -98,6 +102,11 @@ def pc_sample(
     n_corr = 0 if corrector == "none" else int(corrector_steps)
     batch = y.shape[0]
     num_steps = jnp.asarray(num_steps, jnp.int32)
+    if start_time is not None:
+        # A Python number is checked here; a traced one (one program for several starts) is not.
+        if not isinstance(start_time, jax.core.Tracer) and not 0.0 < float(start_time) <= float(sde.T):
+            raise ValueError(f"start_time must lie in (0, T = {sde.T}], got {start_time}")
+        sde = dataclasses.replace(sde, T=start_time)
     T = sde.T
     # linspace(T, eps, N); a single step stays at T, like torch.linspace(T, eps, 1).
     delta = jnp.where(num_steps > 1, (T - eps) / jnp.maximum(num_steps - 1, 1), 0.0)
