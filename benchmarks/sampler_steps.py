@@ -9,8 +9,9 @@ the seconds of computation per second of audio (compilation excluded: every samp
 compiled once before timing, and N is a runtime value, so no N recompiles). Writes
 `steps.csv`, `steps.md` (a markdown table) and `steps.png` (quality against NFE).
 
-Default samplers: score models: pc+ald, pc (no corrector), ode_euler, ode_heun;
-bridge models: sb_ode, sb_sde.
+Default samplers: score models (SGMSE+, BBED, StoRM, CRP): pc+ald, pc (no corrector),
+ode_euler, ode_heun; bridge models: sb_ode, sb_sde; flow matching: flow_euler (or
+flow_euler_data for a data-target model).
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ SCORE_SAMPLERS = {
     "ode_heun": dict(sampler="ode_heun"),
 }
 BRIDGE_SAMPLERS = {"sb_ode": dict(sampler="sb_ode"), "sb_sde": dict(sampler="sb_sde")}
+FLOW_SAMPLERS = {"flow_euler": dict(sampler="flow_euler")}
+FLOW_DATA_SAMPLERS = {"flow_euler_data": dict(sampler="flow_euler_data")}
+# The default sweep of each model kind (`Enhancer.spec.model_kind`).
+SAMPLERS_OF_KIND = {"score": SCORE_SAMPLERS, "data_prediction": BRIDGE_SAMPLERS, "vector_field": FLOW_SAMPLERS,
+                    "flow_data": FLOW_DATA_SAMPLERS}
 
 
 def _load_pairs(test_dir, max_files):
@@ -49,34 +55,48 @@ def _load_pairs(test_dir, max_files):
 
 def run(args) -> list[dict]:
     from diffrestore import Enhancer
-    from diffrestore.metrics import speech_metrics
 
     enhancer = Enhancer.from_checkpoint(args.checkpoint)
     clean, noisy, rate = _load_pairs(args.test_dir, args.max_files)
-    audio_seconds = sum(len(n) for n in noisy) / rate
-    table = BRIDGE_SAMPLERS if enhancer.spec.predicts_data else SCORE_SAMPLERS
+    table = SAMPLERS_OF_KIND[enhancer.spec.model_kind]
     names = args.samplers.split(",") if args.samplers else list(table)
+    steps = [int(s) for s in args.steps.split(",")]
+    return [noisy_row(clean, noisy, rate)] + sweep(enhancer, clean, noisy, rate, {n: table[n] for n in names}, steps,
+                                                   args.batch_size)
+
+
+def noisy_row(clean, noisy, rate) -> dict:
+    """The row of the unprocessed input (NFE 0)."""
+    from diffrestore.metrics import speech_metrics
+
+    scores = [speech_metrics(c, n, rate) for c, n in zip(clean, noisy)]
+    base = {m: float(np.nanmean([s[m] for s in scores])) for m in ("pesq", "estoi", "si_sdr")}
+    return {"sampler": "noisy input", "steps": 0, "nfe": 0, "sec_per_audio_sec": 0.0, **base}
+
+
+def sweep(enhancer, clean, noisy, rate, samplers: dict, steps, batch_size: int) -> list[dict]:
+    """One row per (sampler, N): mean PESQ, ESTOI, SI-SDR, network evaluations per file and
+    seconds per second of audio (compilation excluded: each sampler runs once first, and N is
+    a runtime value). samplers: name -> options of `Enhancer.enhance`."""
+    from diffrestore.metrics import speech_metrics
+
+    audio_seconds = sum(len(n) for n in noisy) / rate
     rows = []
-    noisy_scores = [speech_metrics(c, n, rate) for c, n in zip(clean, noisy)]
-    base = {m: float(np.nanmean([s[m] for s in noisy_scores])) for m in ("pesq", "estoi", "si_sdr")}
-    rows.append({"sampler": "noisy input", "steps": 0, "nfe": 0, "sec_per_audio_sec": 0.0, **base})
-    for name in names:
-        options = table[name]
-        # Compile every length bucket once (N is a runtime value, so no N recompiles), then time.
-        enhancer.enhance(noisy, rate, num_steps=1, batch_size=args.batch_size, **options)
-        for steps in [int(s) for s in args.steps.split(",")]:
+    for name, options in samplers.items():
+        enhancer.enhance(noisy, rate, num_steps=1, batch_size=batch_size, **options)
+        for n in steps:
             start = time.perf_counter()
-            out = enhancer.enhance(noisy, rate, num_steps=steps, seed=0, batch_size=args.batch_size, **options)
+            out = enhancer.enhance(noisy, rate, num_steps=n, seed=0, batch_size=batch_size, **options)
             seconds = time.perf_counter() - start
             scores = [speech_metrics(c, e, rate) for c, e in zip(clean, out)]
             row = {
-                "sampler": name, "steps": steps, "nfe": enhancer.last_network_evaluations,
+                "sampler": name, "steps": n, "nfe": enhancer.last_network_evaluations,
                 "sec_per_audio_sec": seconds / audio_seconds,
                 **{m: float(np.nanmean([s[m] for s in scores])) for m in ("pesq", "estoi", "si_sdr")},
             }
             rows.append(row)
             print(
-                f"{name:10s} N={steps:3d} NFE={row['nfe']:4d}  PESQ {row['pesq']:.2f}  ESTOI {row['estoi']:.3f}  "
+                f"{name:10s} N={n:3d} NFE={row['nfe']:4d}  PESQ {row['pesq']:.2f}  ESTOI {row['estoi']:.3f}  "
                 f"SI-SDR {row['si_sdr']:6.2f} dB  {row['sec_per_audio_sec']:.3f} s/s",
                 flush=True,
             )

@@ -16,26 +16,12 @@ T' = 0.5 with N = 15 (eval.py's N = int(0.5 / (1/30))), 30 network calls per fil
 Reaches: the VB-DMD figures the paper reports for BBED at T' = 0.5 (look them up there; not
 yet reproduced with diffrestore, which needs an accelerator run).
 """
+from diffrestore.config import set_family
 from diffrestore.train.defaults import training_config
 
 
 def get_config():
-    config = training_config()
-    kwargs = config.model.backbone_kwargs
-    kwargs.scale_by_sigma = True  # sgmse-bbed always divides the output by t
-    kwargs.fir_kernel = (1, 3, 3, 1)
-    config.sde.name = "bbed"
-    config.sde.k = 2.6
-    config.sde.c = 0.51
-    config.sde.T = 0.999
-    config.sde.N = 30
-    s = config.sampling
-    s.sampler = "pc"
-    s.predictor = "reverse_diffusion"
-    s.corrector = "ald"
-    s.snr = 0.5
-    s.start_time = 0.5
-    s.num_steps = 15
+    config = set_family(training_config(), "bbed")  # k 2.6, c 0.51, T 0.999; PC from 0.5, N 15
     t = config.training
     t.batch_size = 16
     t.num_steps = 250_000

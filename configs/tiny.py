@@ -5,6 +5,11 @@ For tests and smoke runs, not for results.
     diffrestore train --config configs/tiny.py --workdir /tmp/tiny \
         --config.data.data_dir=runs/quickstart/data --config.training.num_steps=20
 
+Other families of the supervised half at the same size (`diffrestore.config.set_family`):
+`configs/tiny.py:sb`, `:bbed`, `:storm` (joint; `--config.model.storm_mode=frozen_denoiser`
+freezes D), `:flow` (conditional flow matching), `:crp` (CRP fine-tuning; give
+`--config.training.init_from=CK`, a BBED model of this size).
+
 Needs: a corpus DIR/{train,valid}/{clean,noisy}/*.wav with the same file names in clean/ and
 noisy/ (`diffrestore.data.write_synthetic_corpus` writes one).
 Reaches: nothing audible; it shows that training runs end to end (finite, decreasing loss,
@@ -12,10 +17,11 @@ checkpoints, resume) on 2 CPU cores; most of its first minute is XLA compiling t
 """
 import ml_collections
 
+from diffrestore.config import set_family
 from diffrestore.train.defaults import training_config
 
 
-def get_config():
+def get_config(family: str = "sgmse"):
     config = training_config()
     config.model.backbone_kwargs = ml_collections.ConfigDict(
         {"nf": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (), "centered": True}
@@ -37,4 +43,8 @@ def get_config():
     t.num_eval_files = 2
     t.eval_num_steps = 2
     t.tensorboard = False
+    if family != "sgmse":
+        set_family(config, family, num_steps=2)
+        if family == "crp":
+            config.model.crp.update(num_steps_min=1, num_steps_max=3)
     return config

@@ -71,6 +71,12 @@ def save_parameters(run_dir, config, params, ema_params, step: int = 0) -> None:
 
 def restore_ema_params(run_dir, step: int | None = None):
     """Loads (config, EMA parameters, step) of the latest (or given) step of a run directory."""
+    config, restored, step = _restore_items(run_dir, step, ("ema_params",))
+    return config, restored["ema_params"], step
+
+
+def _restore_items(run_dir, step, items):
+    """(config, {item: tree}, step) for parameter-shaped items of a checkpoint step."""
     config = read_config(run_dir)
     with make_manager(run_dir, enable_async=False) as manager:
         step = manager.latest_step() if step is None else step
@@ -83,5 +89,30 @@ def restore_ema_params(run_dir, step: int | None = None):
         target = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), config_lib.abstract_params(config)
         )
-        restored = manager.restore(step, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore(target)))
-    return config, restored["ema_params"], step
+        restored = manager.restore(step, args=ocp.args.Composite(**{i: ocp.args.StandardRestore(target) for i in items}))
+    return config, {i: restored[i] for i in items}, step
+
+
+def restore_params(run_dir, step: int | None = None):
+    """Loads (config, parameters, EMA parameters, step) of the latest (or given) step of a run
+    directory, on this process's first device (see `restore_ema_params`). A directory written
+    by `save_parameters` holds both trees too."""
+    config, restored, step = _restore_items(run_dir, step, ("params", "ema_params"))
+    return config, restored["params"], restored["ema_params"], step
+
+
+def load_weights(path):
+    """(config, params, ema_params) of anything `Enhancer.from_checkpoint` loads: a diffrestore
+    run directory (latest step) or a reference Lightning `.ckpt` (sgmse, sgmse-bbed,
+    sgmse_crp, StoRM; read without PyTorch). For `training.init_from`."""
+    import pathlib
+
+    path = pathlib.Path(path)
+    if path.is_file():
+        from diffrestore.convert import load_lightning_checkpoint
+
+        return load_lightning_checkpoint(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or run directory")
+    config, params, ema_params, _ = restore_params(path)
+    return config, params, ema_params

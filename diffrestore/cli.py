@@ -181,7 +181,7 @@ def _cmd_quickstart(args) -> int:
     if args.task == "bwe":
         run_bwe_quickstart(args.workdir or "runs/quickstart_bwe", minutes=args.minutes)
     else:
-        run_quickstart(args.workdir or "runs/quickstart", minutes=args.minutes)
+        run_quickstart(args.workdir or "runs/quickstart", minutes=args.minutes, family=args.family)
     return 0
 
 
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "bandwidth extension (configs/quickstart_bwe.py)")
     p.add_argument("--workdir", default=None, help="default runs/quickstart, or runs/quickstart_bwe with --task bwe")
     p.add_argument("--minutes", type=float, default=None, help="override the training time budget")
+    p.add_argument("--family", default="sb", choices=("sb", "sgmse", "bbed", "storm", "flow"),
+                   help="enhance: the supervised family to train on the quickstart network (default sb, the "
+                        "Schrödinger bridge: the best quality in the time budget); use its own --workdir")
     p.set_defaults(func=_cmd_quickstart)
 
     sub.add_parser("train", help="train a model: --config configs/X.py --workdir DIR [--config.a.b=v]", add_help=False)

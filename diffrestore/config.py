@@ -20,6 +20,7 @@ import ml_collections
 
 from diffrestore.audio.transforms import SpectrogramConfig
 from diffrestore.score import OutputSpec
+from diffrestore.sde.flow import estimator_target_name
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -140,6 +141,81 @@ def prior_config(backbone: str = "cqtdiff", **backbone_kwargs) -> ml_collections
     return c
 
 
+# --- the supervised families on one network size ------------------------------------------------
+# Each family as its reference trains and samples it; `set_family` turns a config of any of them
+# into another with the same network size, STFT and training loop (for sweeps that compare
+# families, the tiny test configs and the quickstart).
+FAMILIES = ("sgmse", "sb", "bbed", "storm", "flow", "crp")
+# Options of the backbone that a family fixes (the rest is the network's size).
+_FAMILY_OPTIONS = ("centered", "scale_by_sigma", "fir_kernel", "input_channels", "discriminative")
+
+
+def set_family(config, family: str, *, num_steps: int | None = None):
+    """Makes `config` (modified in place and returned) a model of `family`:
+
+    * "sgmse": SGMSE+ (NCSN++, OUVE, score matching; PC + ALD);
+    * "sb": Schrödinger bridge SBVE with data prediction (NCSN++ v2; bridge ODE);
+    * "bbed": BBED (sgmse-bbed's NCSN++; PC + ALD from T' = 0.5);
+    * "storm": StoRM (predictive + score NCSN++ of StoRM, joint; PC + ALD, dt = 1/N);
+    * "flow": conditional flow matching (NCSN++ v2, vector-field target; Euler);
+    * "crp": CRP fine-tuning of a BBED model (needs `training.init_from`; one step from 0.5).
+
+    The network size (nf, ch_mult, res blocks, attention, FIR resampling) is the config's
+    `model.backbone_kwargs` without the options a family fixes. num_steps: the sampler's
+    steps (default: the family's recipe).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    size = {k: v for k, v in config.model.backbone_kwargs.to_dict().items() if k not in _FAMILY_OPTIONS}
+    m, s = config.model, config.sampling
+    with config.unlocked():
+        m.backbone, m.loss_type = "ncsnpp", "score_matching"
+        m.backbone_kwargs = ml_collections.ConfigDict(dict(size, centered=True))
+        m.c_in, m.c_out, m.c_skip, m.network_scaling = "1", "1", "0", ""
+        for key in ("denoiser_kwargs", "storm_mode", "denoiser_loss_weight", "estimator_target", "p_cond", "crp"):
+            if key in m:
+                del m[key]
+        defaults = default_config()
+        config.sde = defaults.sde
+        for key in ("start_time", "step_size"):
+            if key in s:
+                del s[key]
+        s.update(sampler="pc", predictor="reverse_diffusion", corrector="ald", snr=0.5, corrector_steps=1,
+                 num_steps=30, pad_mode="zero")
+        if family == "sb":
+            m.backbone, m.loss_type = "ncsnpp_v2", "data_prediction"
+            m.backbone_kwargs = ml_collections.ConfigDict(size)
+            config.sde.update(name="sbve", k=2.6, c=0.4, eps=1e-8, N=50)
+            s.update(sampler="sb_ode", num_steps=50, pad_mode="reflection")
+        elif family in ("bbed", "crp"):
+            m.backbone_kwargs.update(scale_by_sigma=True, fir_kernel=(1, 3, 3, 1))
+            config.sde = ml_collections.ConfigDict({"name": "bbed", "k": 2.6, "c": 0.51, "T": 0.999, "N": 30})
+            s.update(start_time=0.5, num_steps=15)
+            if family == "crp":
+                m.loss_type = "crp"
+                m.crp = ml_collections.ConfigDict({"t_rsp_min": 0.4, "t_rsp_max": 0.7, "num_steps_min": 5, "num_steps_max": 15})
+                s.update(corrector="none", num_steps=1)
+                if "optim" in config:
+                    config.optim.lr = 1e-5
+        elif family == "storm":
+            m.backbone = STORM_BACKBONE
+            m.backbone_kwargs = ml_collections.ConfigDict(dict(size, input_channels=6))
+            m.denoiser_kwargs = ml_collections.ConfigDict(size)
+            m.storm_mode, m.denoiser_loss_weight = "joint", 0.5
+            s.update(step_size="1/N", num_steps=50)
+        elif family == "flow":
+            m.backbone, m.loss_type = "ncsnpp_v2", "flow_matching"
+            m.backbone_kwargs = ml_collections.ConfigDict(size)
+            m.estimator_target, m.p_cond = "vector_field", 0.9
+            config.sde = ml_collections.ConfigDict(
+                {"name": "ot_flow", "sigma_start": 1.0, "sigma_end": 1e-4, "time_min": 1e-8, "time_max": 1.0,
+                 "start": "noisy", "vf_eps": 1e-6, "N": 20})
+            s.update(sampler="flow_euler", num_steps=20, pad_mode="reflection")
+        if num_steps is not None:
+            s.num_steps = int(num_steps)
+    return config
+
+
 def spectrogram_config(config) -> SpectrogramConfig:
     d = config.data
     return SpectrogramConfig(
@@ -167,6 +243,7 @@ def output_spec(config) -> OutputSpec:
     return OutputSpec(
         backbone=m.backbone, loss_type=m.loss_type, network_scaling=m.network_scaling or "",
         c_in=str(m.c_in), c_out=str(m.c_out), c_skip=str(m.c_skip), sigma_data=float(m.sigma_data),
+        estimator_target=estimator_target_name(str(m.get("estimator_target", "vector_field"))),
     )
 
 
@@ -178,12 +255,41 @@ def compute_dtype(config):
         raise ValueError(f"model.dtype must be one of {sorted(names)}, not {config.model.dtype!r}") from None
 
 
+STORM_BACKBONE = "ncsnpp_storm"
+# Networks whose weights are all their Flax variables, not only "params": DCUNet's BatchNorm
+# running statistics ("batch_stats") travel with its parameters through checkpoints and
+# inference, so its weight tree is the whole {"params", "batch_stats"} dict.
+WHOLE_VARIABLES_BACKBONES = ("dcunet",)
+
+
+def weights_are_variables(config) -> bool:
+    return str(config.model.backbone) in WHOLE_VARIABLES_BACKBONES
+
+
+def is_storm(config) -> bool:
+    """True for StoRM (predictive denoiser + score network, `models.storm`): the backbone is
+    StoRM's NCSN++ and `model.denoiser_kwargs` sizes its predictive network."""
+    return str(config.model.backbone) == STORM_BACKBONE
+
+
 def build_backbone(config):
-    """The Flax network of a config (NCSN++ for enhancement, a prior's network for priors)."""
+    """The Flax network of a config (NCSN++ for enhancement, a prior's network for priors,
+    StoRM's pair of networks as one module)."""
     from diffrestore.models import build_network
 
     kwargs = dict(config.model.backbone_kwargs.to_dict())
-    return build_network(config.model.backbone, dtype=compute_dtype(config), remat=config.model.get("remat", "none"), **kwargs)
+    dtype, remat = compute_dtype(config), config.model.get("remat", "none")
+    if is_storm(config):
+        from diffrestore.models.ncsnpp import build_backbone as build_ncsnpp
+        from diffrestore.models.storm import StochasticRegeneration
+
+        denoiser_kwargs = dict(config.model.get("denoiser_kwargs", {}) or {})
+        denoiser_kwargs["discriminative"] = True
+        return StochasticRegeneration(
+            denoiser=build_ncsnpp(STORM_BACKBONE, dtype=dtype, remat=remat, **denoiser_kwargs),
+            score=build_ncsnpp(STORM_BACKBONE, dtype=dtype, remat=remat, **kwargs),
+        )
+    return build_network(config.model.backbone, dtype=dtype, remat=remat, **kwargs)
 
 
 def example_inputs(config, batch_size: int = 1) -> tuple:
@@ -206,26 +312,53 @@ def abstract_params(config):
 
     module = build_backbone(config)
     inputs = example_inputs(config)
+    if weights_are_variables(config):
+        return jax.eval_shape(lambda *a: dict(module.init(jax.random.key(0), *a)), *inputs)
     return jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a)["params"], *inputs)
 
 
 def build_model_fn(config, module=None):
     """What samplers and losses call, with the parameters as first argument.
 
-    Enhancement models: `model_fn(params, x_t, y, t, train=False, rngs=None)` -> score or x̂
-    (see `diffrestore.score`). Priors: `denoise_fn(params, x, sigma)` -> D(x, σ), the EDM
-    denoiser of waveforms (B, L).
+    Enhancement models: `model_fn(params, x_t, cond, t, train=False, rngs=None)` -> score or
+    x̂ (see `diffrestore.score`), where cond is the conditioning that `build_condition_fn`
+    makes of y: y itself, or StoRM's [y, D(y)]. Priors: `denoise_fn(params, x, sigma)` ->
+    D(x, σ), the EDM denoiser of waveforms (B, L).
     """
     from diffrestore.score import make_edm_denoiser, make_model_fn
 
     module = module if module is not None else build_backbone(config)
     if is_prior(config):
         return make_edm_denoiser(prior_apply_fn(module), build_sde(config))
+    method = "score_given" if is_storm(config) else None
+    whole = weights_are_variables(config)
 
-    def apply_fn(params, x, y, t, train=False, rngs=None):
-        return module.apply({"params": params}, x, y, t, train=train, rngs=rngs)
+    def apply_fn(params, x, cond, t, train=False, rngs=None):
+        variables = params if whole else {"params": params}
+        return module.apply(variables, x, cond, t, train=train, rngs=rngs, method=method)
 
     return make_model_fn(apply_fn, build_sde(config), output_spec(config))
+
+
+def build_condition_fn(config, module=None):
+    """`condition_fn(params, y, train=False, rngs=None) -> (sde_y, cond)` of an enhancement model.
+
+    sde_y is what the SDE's mean and prior move towards and cond what `build_model_fn`'s
+    network is conditioned on. Both are y itself, except for StoRM, whose predictive network
+    runs once per batch: sde_y = D(y) and cond = [y, D(y)] (B, 2, F, T), the reference's
+    `enhance` with condition 'both'.
+    """
+    if not is_storm(config):
+        return lambda params, y, train=False, rngs=None: (y, y)
+    from diffrestore.models.storm import storm_condition
+
+    module = module if module is not None else build_backbone(config)
+
+    def condition_fn(params, y, train=False, rngs=None):
+        dy = module.apply({"params": params}, y, train=train, rngs=rngs, method="predict")
+        return dy, storm_condition(y, dy)
+
+    return condition_fn
 
 
 def prior_apply_fn(module):
@@ -252,7 +385,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     def merge(dst, src):
         for key, value in src.items():
             if isinstance(value, dict) and key in dst and isinstance(dst[key], ml_collections.ConfigDict):
-                if key == "backbone_kwargs":
+                if key in ("backbone_kwargs", "denoiser_kwargs"):
                     dst[key] = ml_collections.ConfigDict(_tuplify(value))
                 else:
                     merge(dst[key], value)

@@ -61,7 +61,13 @@ FRAME_MULTIPLE = 64  # the U-Net halves the frame axis 6 times
 DEFAULT_BUCKETS = (64, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1280, 1536, 2048)
 
 # Options each sampler takes from `config.sampling` when the caller does not give them.
-_CONFIG_OPTIONS = {"pc": ("predictor", "corrector", "snr", "corrector_steps", "start_time")}
+_CONFIG_OPTIONS = {"pc": ("predictor", "corrector", "snr", "corrector_steps", "start_time", "step_size")}
+
+
+# The sampler of each model kind when the config names none that fits.
+_DEFAULT_SAMPLER = {"score": "pc", "data_prediction": "sb_ode", "vector_field": "flow_euler", "flow_data": "flow_euler_data"}
+_KIND_WORDS = {"score": "a score", "data_prediction": "a data-prediction (bridge)",
+               "vector_field": "a flow-matching (vector field)", "flow_data": "a flow-matching (data target)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +106,11 @@ class Enhancer:
         self.spectrogram = config_lib.spectrogram_config(config)
         self.sde = config_lib.build_sde(config)
         self.spec = config_lib.output_spec(config)
-        self.model_fn = config_lib.build_model_fn(config)
-        self._forward = jax.jit(self.model_fn)
+        module = config_lib.build_backbone(config)
+        self.model_fn = config_lib.build_model_fn(config, module)  # (params, x, cond, t)
+        self.condition_fn = config_lib.build_condition_fn(config, module)  # (params, y) -> (sde_y, cond)
+        self._forward = jax.jit(lambda params, x, y, t: self.model_fn(params, x, self.condition_fn(params, y)[1], t))
+        self._predict = jax.jit(lambda params, y: self.condition_fn(params, y)[0])
         self.programs = inference.Programs(compile_ahead)  # (settings, frames, rows) -> compiled
         self._spectrogram_programs = {}  # settings key -> jitted sampler on spectrograms
         self.compiled_programs = 0  # incremented each time a sampling program is traced
@@ -134,17 +143,18 @@ class Enhancer:
     def from_checkpoint(cls, path, step: int | None = None, devices=None, **kwargs) -> "Enhancer":
         """Loads a diffrestore run directory (training workdir or converted) or an sgmse `.ckpt`.
 
-        A `.ckpt` is read safely without PyTorch (see `diffrestore.convert`), with its EMA
-        weights, exactly as the reference evaluates it. kwargs: those of `Enhancer(...)`.
+        A `.ckpt` (sgmse, sgmse-bbed, sgmse_crp or StoRM) is read safely without PyTorch (see
+        `diffrestore.convert`), with its EMA weights, exactly as the reference evaluates it.
+        kwargs: those of `Enhancer(...)`.
         """
         from diffrestore import checkpoint
 
         xla_cache.configure(kwargs.get("compilation_cache", True))  # before restoring compiles anything
         path = pathlib.Path(path)
         if path.is_file():
-            from diffrestore.convert.sgmse import load_sgmse_checkpoint
+            from diffrestore.convert import load_lightning_checkpoint
 
-            config, _, ema_params = load_sgmse_checkpoint(path)
+            config, _, ema_params = load_lightning_checkpoint(path)
             return cls(config, ema_params, devices, **kwargs)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such checkpoint file or run directory")
@@ -154,6 +164,7 @@ class Enhancer:
     # ------------------------------------------------------------------ network
     def forward(self, x, y, t) -> np.ndarray:
         """The reference `ScoreModel.forward(x, y, t)`: score, or x̂ for data-prediction models.
+        For StoRM: the score of `forward_score(x, t, [y, D(y)], D(y))`, D(y) computed inside.
 
         Args:
           x, y: complex64 (B, 1, F, T); t: float (B,).
@@ -163,13 +174,23 @@ class Enhancer:
         t = jnp.asarray(t, jnp.float32).reshape(-1)
         return np.asarray(self._forward(self.params, x, y, t))
 
+    def predict(self, y) -> np.ndarray:
+        """StoRM's predictive estimate D(y) of compressed noisy spectrograms y (B, 1, F, T).
+
+        Raises:
+          ValueError: the model has no predictive network (anything but StoRM).
+        """
+        if not config_lib.is_storm(self.config):
+            raise ValueError(f"predict() needs a StoRM model; this one is {self.config.model.backbone} (no predictive network)")
+        return np.asarray(self._predict(self.params, jnp.asarray(y, jnp.complex64)))
+
     # ------------------------------------------------------------------ sampler settings
     def default_sampler(self) -> str:
         """The config's sampler when it fits the model, else the model kind's usual one."""
         configured = str(self.config.sampling.sampler)
         if configured in sampling.SAMPLERS and sampling.model_kind(configured) == self.spec.model_kind:
             return configured
-        return "sb_ode" if self.spec.predicts_data else "pc"
+        return _DEFAULT_SAMPLER[self.spec.model_kind]
 
     def sampler_settings(self, sampler: str | None = None, num_steps: int | None = None, **options) -> SamplerSettings:
         """The sampler, N and options a call uses: the model config's unless given.
@@ -181,7 +202,7 @@ class Enhancer:
         s = self.config.sampling
         sampler = sampler or self.default_sampler()
         if sampling.model_kind(sampler) != self.spec.model_kind:
-            kind = "a data-prediction (bridge)" if self.spec.predicts_data else "a score"
+            kind = _KIND_WORDS[self.spec.model_kind]
             fits = [name for name in sampling.SAMPLERS if sampling.model_kind(name) == self.spec.model_kind]
             raise ValueError(f"sampler {sampler!r} does not fit this model, which is {kind} model; use one of {fits}")
         num_steps = int(s.num_steps) if num_steps is None else num_steps
@@ -209,13 +230,12 @@ class Enhancer:
         settings = self.sampler_settings(sampler, num_steps, **options)
         key = (settings.sampler, settings.options)
         if key not in self._spectrogram_programs:
-            sample_fn, model_fn = self._sample_fn(settings), self.model_fn
+            sample_fn = self._sample_fn(settings)
 
             def run(params, y, base, ids, num_steps):
                 self.compiled_programs += 1  # runs at trace time only
                 keys = inference.row_keys(base, ids, jnp.full(ids.shape, -1, jnp.int32))
-                score_or_data = lambda x, yy, t: model_fn(params, x, yy, t)
-                return sample_fn(score_or_data, self.sde, y, sampling.keyed_noise(keys), num_steps)
+                return self._sample(sample_fn, params, y, sampling.keyed_noise(keys), num_steps)
 
             self._spectrogram_programs[key] = jax.jit(run)
         y = jnp.asarray(y, jnp.complex64)
@@ -338,6 +358,15 @@ class Enhancer:
         out = np.asarray(out)
         return [out[r, : s.length] for r, s in enumerate(batch.segments)]
 
+    def _sample(self, sample_fn, params, y, draw, num_steps):
+        """One sampler run on spectrograms y (traced): the conditioning is made once (StoRM's
+        D(y) is one network call; its sampler then moves towards D(y)); the sampler's own
+        second argument is that sde_y and is not needed again."""
+        sde_y, cond = self.condition_fn(params, y)
+        score_or_data = lambda x, _sde_y, t: self.model_fn(params, x, cond, t)
+        x, nfe = sample_fn(score_or_data, self.sde, sde_y, draw, num_steps)
+        return x, nfe + (1 if config_lib.is_storm(self.config) else 0)
+
     # ------------------------------------------------------------------ compiled programs
     def _program(self, settings: SamplerSettings, frames: int, rows: int):
         """The compiled enhancement program for (settings, bucket, rows), as a Future."""
@@ -346,7 +375,7 @@ class Enhancer:
 
     def _compile(self, settings: SamplerSettings, frames: int, rows: int):
         """Traces and compiles waves (rows, S) -> enhanced (rows, S) for one bucket."""
-        sample_fn, model_fn, spec_cfg, sde = self._sample_fn(settings), self.model_fn, self.spectrogram, self.sde
+        sample_fn, spec_cfg = self._sample_fn(settings), self.spectrogram
         pad_mode = str(self.config.sampling.pad_mode)
         samples = _bucket_samples(frames, spec_cfg.hop_length)
         window = spec_cfg.window_array()
@@ -361,8 +390,7 @@ class Enhancer:
             self.compiled_programs += 1  # runs at trace time only
             y = jax.vmap(bucket_spectrogram)(waves, lengths)[:, None]
             keys = inference.row_keys(base, ids, chunks)
-            score_or_data = lambda x, yy, t: model_fn(params, x, yy, t)
-            x, nfe = sample_fn(score_or_data, sde, y, sampling.keyed_noise(keys), num_steps)
+            x, nfe = self._sample(sample_fn, params, y, sampling.keyed_noise(keys), num_steps)
             # The inverse STFT of the whole bucket; the host crops each row to its length.
             return to_audio(x[:, 0], spec_cfg, samples), nfe
 

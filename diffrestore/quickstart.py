@@ -38,12 +38,27 @@ def load_config_file(path):
     return module.get_config()
 
 
-def _write_corpus_and_train(config_file, workdir: pathlib.Path, minutes, write_corpus, kind: str):
+# `diffrestore quickstart --family`: the families a quickstart can train from scratch (CRP
+# fine-tunes a trained model). The default, the Schrödinger bridge of configs/quickstart.py,
+# reaches the best quality in the 8-minute budget (benchmarks/results/families).
+QUICKSTART_FAMILIES = ("sb", "sgmse", "bbed", "storm", "flow")
+
+
+def _write_corpus_and_train(config_file, workdir: pathlib.Path, minutes, write_corpus, kind: str, family=None):
     """Steps 1-2 of both workflows: the config with data_dir = WORKDIR/data, the corpus written
-    there unless it exists (`write_corpus(dir, **quickstart.corpus)`), training run (or resumed)."""
+    there unless it exists (`write_corpus(dir, **quickstart.corpus)`), training run (or resumed).
+    family: another supervised family on the same network (`config.set_family`)."""
     from diffrestore.train import train_and_evaluate
 
     config = load_config_file(config_file)
+    if family not in (None, "sb"):
+        from diffrestore.config import set_family
+
+        if family not in QUICKSTART_FAMILIES:
+            raise ValueError(f"quickstart family must be one of {QUICKSTART_FAMILIES}, not {family!r}")
+        set_family(config, family)
+        config.quickstart.num_steps = int(config.sampling.num_steps)
+        config.training.eval_num_steps = int(config.sampling.num_steps)
     data_dir = workdir / "data"
     config.data.data_dir = str(data_dir)
     if minutes is not None:
@@ -55,14 +70,14 @@ def _write_corpus_and_train(config_file, workdir: pathlib.Path, minutes, write_c
     return config
 
 
-def run_quickstart(workdir="runs/quickstart", minutes=None) -> dict:
+def run_quickstart(workdir="runs/quickstart", minutes=None, family=None) -> dict:
     from diffrestore import Enhancer
     from diffrestore.data import load_eval_pairs, write_synthetic_corpus
     from diffrestore.metrics import speech_metrics
     import soundfile as sf
 
     workdir = pathlib.Path(workdir)
-    config = _write_corpus_and_train(CONFIG_FILE, workdir, minutes, write_synthetic_corpus, "speech")
+    config = _write_corpus_and_train(CONFIG_FILE, workdir, minutes, write_synthetic_corpus, "speech", family)
 
     enhancer = Enhancer.from_checkpoint(workdir)
     pairs = load_eval_pairs(config.data, "test")

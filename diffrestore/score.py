@@ -5,10 +5,12 @@ the score ∇log p_t(x|y) for score-based models, or the clean estimate x̂ for 
 models (the Schrödinger bridge). The rules follow the reference exactly:
 
 * `ncsnpp`, `ncsnpp_48k` (the SGMSE+ papers): score = −net([x_t, y], t).
+* `ncsnpp_storm` (StoRM's score network): score = −net([x_t, y, D(y)], t), as ncsnpp.
 * `ncsnpp_v2` (Richter et al., "Investigating training objectives", 2024):
   F = net(c_in·x_t, c_in·y, t), optionally divided by σ_t or t (network_scaling); then
   score_matching: score = c_skip·x_t + c_out·F; denoiser: score = (F − x_t)/σ_t²;
-  data_prediction: x̂ = c_skip·x_t + c_out·F.
+  data_prediction: x̂ = c_skip·x_t + c_out·F; flow_matching (NeMo; c_in = c_out = 1,
+  c_skip = 0): F itself, the vector field or the clean estimate.
 
 EDM priors (CQT-Diff, CQTdiff+/BABE) work on real waveforms: `make_edm_denoiser` wraps a raw
 network F into the denoiser D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise) with the
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 
 from diffrestore.sde.base import batch_view
 
-LOSS_TYPES = ("score_matching", "denoiser", "data_prediction")
+LOSS_TYPES = ("score_matching", "denoiser", "data_prediction", "flow_matching", "crp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,7 @@ class OutputSpec:
     c_out: str = "1"
     c_skip: str = "0"
     sigma_data: float = 0.1
+    estimator_target: str = "vector_field"  # flow_matching: "vector_field" or "data" (NeMo)
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -55,7 +58,10 @@ class OutputSpec:
 
     @property
     def model_kind(self) -> str:
-        """What a sampler gets from this model (`sampling.model_kind`): "score" or "data_prediction"."""
+        """What a sampler gets from this model (`sampling.model_kind`): "score",
+        "data_prediction" (a bridge's x̂), "vector_field" or "flow_data" (flow matching)."""
+        if self.loss_type == "flow_matching":
+            return "flow_data" if self.estimator_target == "data" else "vector_field"
         return "data_prediction" if self.predicts_data else "score"
 
 

@@ -18,7 +18,7 @@ from diffrestore import config as config_lib
 from diffrestore.convert.torch_pickle import CheckpointError, load_torch_checkpoint
 
 # How the reference's enhancement script pads the frame axis for each backbone.
-_PAD_MODE = {"ncsnpp": "zero", "ncsnpp_v2": "reflection", "ncsnpp_48k": "reflection"}
+_PAD_MODE = {"ncsnpp": "zero", "ncsnpp_v2": "reflection", "ncsnpp_48k": "reflection", "dcunet": "zero"}
 _SDE_FIELDS = ("theta", "sigma_min", "sigma_max", "k", "c", "eps", "beta_min", "beta_max", "stiffness", "beta_0", "beta_1", "N")
 _DATA_FIELDS = ("n_fft", "hop_length", "num_frames", "window", "spec_factor", "spec_abs_exponent", "transform_type", "normalize")
 _MODEL_FIELDS = ("loss_type", "loss_weighting", "c_in", "c_out", "c_skip", "sigma_data", "l1_weight", "t_eps")
@@ -30,11 +30,13 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
     Missing keys take the reference defaults of the version that wrote the checkpoint
     (older sgmse versions had no loss_type: they trained score matching).
     """
-    from diffrestore.models import BACKBONES, backbone_kwargs
+    from diffrestore.models import BACKBONES, backbone_kwargs, dcunet
 
     backbone = str(hparams.get("backbone", ""))
-    if backbone not in BACKBONES:
-        raise CheckpointError(f"{source}: backbone {backbone!r} is not supported (supported: {sorted(BACKBONES)})")
+    if backbone not in BACKBONES + ("dcunet",):
+        raise CheckpointError(
+            f"{source}: backbone {backbone!r} is not supported (supported: {sorted(BACKBONES + ('dcunet',))})"
+        )
     sde_name = str(hparams.get("sde", "")).lower()
     if sde_name not in ("ouve", "ouvp", "sbve", "sbvp", "bbed"):
         raise CheckpointError(f"{source}: SDE {hparams.get('sde')!r} is not supported")
@@ -42,8 +44,13 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
 
     config = config_lib.default_config()
     config.model.backbone = backbone
-    kwargs = backbone_kwargs(backbone, hparams)
-    if bbed:
+    if backbone == "dcunet":
+        # sgmse's argparse defaults where the checkpoint has no value (they differ from the
+        # constructor's in two options, see dcunet.ARGPARSE_DEFAULTS).
+        kwargs = {**dcunet.ARGPARSE_DEFAULTS, **dcunet.backbone_kwargs(hparams)}
+    else:
+        kwargs = backbone_kwargs(backbone, hparams)
+    if bbed and backbone != "dcunet":
         # sgmse-bbed's NCSN++ has no `centered` option (no input map), always divides by t
         # (its `scale_by_sigma` is ignored) and overwrites fir_kernel with [1, 3, 3, 1].
         kwargs.update(centered=True, scale_by_sigma=True, fir_kernel=(1, 3, 3, 1))
@@ -62,10 +69,9 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
     if bbed:
         config.sde = _bbed_sde_config(hparams)
 
-    for field in _DATA_FIELDS:
-        if hparams.get(field) is not None:
-            config.data[field] = type(config.data[field])(hparams[field])
-    config.data.sample_rate = 48000 if backbone == "ncsnpp_48k" else int(hparams.get("sr", 16000) or 16000)
+    apply_data_hparams(config, hparams)
+    if backbone == "ncsnpp_48k":
+        config.data.sample_rate = 48000
 
     sampler_type = str(hparams.get("sampler_type", "") or "")
     if sde_name.startswith("sb"):
@@ -77,6 +83,15 @@ def config_from_hparams(hparams: Mapping, source: str = "checkpoint"):
     if bbed:
         _bbed_sampling(config.sampling, hparams)
     return config
+
+
+def apply_data_hparams(config, hparams: Mapping) -> None:
+    """The STFT, compression and normalisation of a Lightning run's data module (sgmse's
+    `SpecsDataModule`, which StoRM shares) onto `config.data`; 16 kHz unless `sr` says otherwise."""
+    for field in _DATA_FIELDS:
+        if hparams.get(field) is not None:
+            config.data[field] = type(config.data[field])(hparams[field])
+    config.data.sample_rate = int(hparams.get("sr", 16000) or 16000)
 
 
 def _bbed_loss_type(hparams: Mapping, source: str) -> str:
@@ -127,8 +142,12 @@ def _plain(value):
     return value
 
 
-def _network_state_dicts(ckpt: Mapping, source: str):
-    """(raw, ema) state dicts of the network, keys without the `dnn.` prefix."""
+def _network_state_dicts(ckpt: Mapping, source: str, parameter_names=None):
+    """(raw, ema) state dicts of the network, keys without the `dnn.` prefix.
+
+    `parameter_names` (without prefix) lists the network's parameters in `parameters()` order,
+    the order of the EMA list, when the state_dict also holds buffers (DCUNet's BatchNorm
+    statistics, which the EMA does not cover: the EMA dict gets the raw buffers)."""
     state = ckpt.get("state_dict")
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: no state_dict; is this a Lightning checkpoint of sgmse?")
@@ -136,6 +155,11 @@ def _network_state_dicts(ckpt: Mapping, source: str):
     if not names:
         raise CheckpointError(f"{source}: state_dict has no 'dnn.*' network weights")
     raw = {k[len("dnn."):]: np.asarray(state[k]) for k in names}
+    if parameter_names is not None:
+        missing = [k for k in parameter_names if k not in raw]
+        if missing:
+            raise CheckpointError(f"{source}: state_dict lacks network parameters {missing[:5]}")
+        names = ["dnn." + k for k in parameter_names]
     ema_state = ckpt.get("ema")
     if not isinstance(ema_state, Mapping) or "shadow_params" not in ema_state:
         # The reference warns and evaluates the raw weights in this case; so do we.
@@ -146,7 +170,7 @@ def _network_state_dicts(ckpt: Mapping, source: str):
         raise CheckpointError(
             f"{source}: ema.shadow_params has {len(shadow)} tensors but the network has {len(names)} parameters"
         )
-    ema = {}
+    ema = {k: v for k, v in raw.items() if "dnn." + k not in names}  # buffers: not averaged
     for key, value in zip(names, shadow):
         value = np.asarray(value)
         if value.shape != raw[key[len("dnn."):]].shape:
@@ -167,21 +191,35 @@ def load_sgmse_checkpoint(path):
     # Lightning stores a dict, or an argparse Namespace when hparams were saved from one.
     hparams = dict(hparams) if isinstance(hparams, Mapping) else dict(vars(hparams))
     config = config_from_hparams(hparams, str(path))
-    raw, ema = _network_state_dicts(ckpt, str(path))
     kwargs = config.model.backbone_kwargs.to_dict()
+    if config.model.backbone == "dcunet":
+        from diffrestore.models import dcunet
+
+        # The model's weights are all its variables: parameters and BatchNorm statistics.
+        convert = dcunet.variables_from_torch
+        try:
+            names = dcunet.torch_param_names(kwargs)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: DCUNet options do not build: {err}") from err
+        raw, ema = _network_state_dicts(ckpt, str(path), names)
+    else:
+        convert = lambda kw, sd: params_from_torch(config.model.backbone, kw, sd)  # noqa: E731
+        raw, ema = _network_state_dicts(ckpt, str(path))
     try:
-        params = params_from_torch(config.model.backbone, kwargs, raw)
-        ema_params = params_from_torch(config.model.backbone, kwargs, ema)
+        params = convert(kwargs, raw)
+        ema_params = convert(kwargs, ema)
     except ValueError as err:
         raise CheckpointError(f"{path}: weights do not fit backbone {config.model.backbone}: {err}") from err
     return config, params, ema_params
 
 
 def convert_checkpoint(src, dest) -> pathlib.Path:
-    """`diffrestore convert SRC.ckpt DEST`: writes an Orbax run directory with config.json."""
+    """`diffrestore convert SRC.ckpt DEST`: writes an Orbax run directory with config.json
+    (any checkpoint `convert.load_lightning_checkpoint` reads: sgmse, sgmse-bbed, sgmse_crp, StoRM)."""
     from diffrestore import checkpoint
+    from diffrestore.convert import load_lightning_checkpoint
 
-    config, params, ema_params = load_sgmse_checkpoint(src)
+    config, params, ema_params = load_lightning_checkpoint(src)
     dest = pathlib.Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: destination exists and is not empty")

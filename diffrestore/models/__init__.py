@@ -9,6 +9,10 @@ Enhancement: the NCSN++ backbones of SGMSE, `net(x, y, t)` on complex spectrogra
 Priors of clean audio: CQT-Diff's U-Net ("cqtdiff"), CQTdiff+ ("cqtdiffplus") and BUDDy's
 speech prior, NCSN++ inside an STFT ("ncsnpp_stft"), `F(x, c_noise)` on waveforms (B, L), the
 raw network that EDM preconditions. `build_network(name, ...)` builds any of them by name.
+
+SGMSE's DCUNet ("dcunet", `diffrestore.models.dcunet`) is an enhancement backbone too, with
+the same `apply(variables, x, y, t)` contract; its BatchNorm running statistics live in a
+"batch_stats" collection beside "params" (`dcunet.variables_from_torch`).
 """
 from diffrestore.models.ncsnpp import (
     BACKBONES,
@@ -21,10 +25,18 @@ from diffrestore.models.ncsnpp import (
     layer_plan,
     make_config,
 )
-from diffrestore.models.torch_import import param_shapes, params_from_torch, torch_param_names, torch_param_shapes
+from diffrestore.models.torch_import import (
+    param_shapes,
+    params_from_torch,
+    params_to_torch,
+    torch_param_names,
+    torch_param_shapes,
+)
 
 PRIOR_NETWORKS = ("cqtdiff", "cqtdiffplus", "ncsnpp_stft")
-NETWORKS = BACKBONES + PRIOR_NETWORKS
+# Enhancement backbones outside the NCSN++ family (own module, own torch import).
+OTHER_BACKBONES = ("dcunet",)
+NETWORKS = BACKBONES + OTHER_BACKBONES + PRIOR_NETWORKS
 # BABE's own name of CQTdiff+ (`conf/network/cqtdiff+.yaml: name`).
 _PRIOR_ALIASES = {"cqtdiff+": "cqtdiffplus"}
 
@@ -67,13 +79,18 @@ def build_prior_network(name: str, dtype=None, remat: str = "none", **kwargs):
 
 
 def build_network(name: str, dtype=None, remat: str = "none", **kwargs):
-    """The Flax module of any network by name: an NCSN++ backbone (`build_backbone`) or a
-    prior's network (`PRIOR_NETWORKS`); kwargs are its constructor options."""
+    """The Flax module of any network by name: an NCSN++ backbone (`build_backbone`), the
+    DCUNet ("dcunet", `dcunet.build`) or a prior's network (`PRIOR_NETWORKS`); kwargs are
+    its constructor options."""
     import jax.numpy as jnp
 
     dtype = jnp.float32 if dtype is None else dtype
     if name in BACKBONES:
         return build_backbone(name, dtype=dtype, remat=remat, **kwargs)
+    if name == "dcunet":
+        from diffrestore.models import dcunet
+
+        return dcunet.build(dtype=dtype, remat=remat, **kwargs)
     if name in PRIOR_NETWORKS or name in _PRIOR_ALIASES:
         return build_prior_network(name, dtype=dtype, remat=remat, **kwargs)
     raise ValueError(f"unknown network {name!r}; choose from {NETWORKS}")
@@ -81,6 +98,7 @@ def build_network(name: str, dtype=None, remat: str = "none", **kwargs):
 
 __all__ = [
     "NETWORKS",
+    "OTHER_BACKBONES",
     "PRIOR_NETWORKS",
     "build_network",
     "build_prior_network",
@@ -96,6 +114,7 @@ __all__ = [
     "make_config",
     "param_shapes",
     "params_from_torch",
+    "params_to_torch",
     "torch_param_names",
     "torch_param_shapes",
 ]

@@ -1,7 +1,7 @@
-"""NCSN++ score networks of SGMSE (`ncsnpp`, `ncsnpp_v2`, `ncsnpp_48k`) and of BUDDy
-(`ncsnpp_buddy`) in Flax.
+"""NCSN++ score networks of SGMSE (`ncsnpp`, `ncsnpp_v2`, `ncsnpp_48k`), of BUDDy
+(`ncsnpp_buddy`) and of StoRM (`ncsnpp_storm`) in Flax.
 
-The four reference backbones share one U-Net; they differ in defaults and in these details:
+The five reference backbones share one U-Net; they differ in defaults and in these details:
 
 | backbone     | input               | conditional | centered | division by t (scale_by_sigma) | Fourier input |
 | ------------ | ------------------- | ----------- | -------- | ------------------------------ | ------------- |
@@ -9,6 +9,7 @@ The four reference backbones share one U-Net; they differ in defaults and in the
 | ncsnpp_v2    | net(x, y, t)        | always      | always   | never                          | log t         |
 | ncsnpp_48k   | net(cat[x, y], t)   | option      | option   | after the 1x1 output layer     | log t         |
 | ncsnpp_buddy | net(x[, y], c)      | option      | option   | never                          | c itself      |
+| ncsnpp_storm | net(cat[x, y, D], t)| option      | never    | before the 1x1 output layer    | log t         |
 
 ncsnpp_48k defaults to progressive = progressive_input = "none" and no attention resolutions.
 
@@ -29,6 +30,25 @@ from SGMSE's in what changes numbers:
 Input layout (channel order re, im of x, then of y), the output layer (1x1 conv to re, im),
 the attention test on the frequency size and the progressive/combine paths are SGMSE's.
 
+`ncsnpp_storm` is sp-uhh/storm's `sgmse/backbones/ncsnpp.py: NCSNpp`, which builds both
+networks of StoRM's `StochasticRegenerationModel`:
+* the score network, `input_channels` = 6: the reference's input is cat([x, y, D(y)]) on the
+  complex channel axis, i.e. the real channels [re x, im x, re y, im y, re D, im D]
+  (4 for StoRM's conditions 'noisy' / 'post_denoiser', whose one conditioning channel is y or D).
+  Call it as `apply(variables, x, cond, t)` with cond complex (B, input_channels/2 − 1, F, T)
+  holding the conditioning spectrograms stacked on the channel axis ([y, D(y)] for 'both').
+* the predictive denoiser D, `discriminative=True`: forces conditional=False,
+  scale_by_sigma=False and input_channels=2. Call it as `apply(variables, y, None, None)`.
+  Its Fourier projection `W` and every residual block's `Dense_0` still exist (SGMSE's
+  layout), unused, so checkpoints map one to one.
+* `centered=False` hard-wired (the constructor takes `centered`, but nothing in StoRM sets it
+  and it has no command-line option): after stacking, every real channel, conditioning ones
+  included, is mapped to 2v − 1 (complex: 2z − (1 + 1j)), and the input-skip pyramid sees the
+  mapped values.
+* defaults: nf 128, ch_mult (1, 2, 2, 2), one residual block per level, attn_resolutions (0,)
+  (attention only in the middle), fir True with [1, 3, 3, 1]; the division by t comes before
+  the output layer (1x1 conv, input_channels -> 2, with bias), as in SGMSE's ncsnpp.
+
 The structure is described once, by `layer_plan(config)`: the reference's `all_modules` list,
 in its order, with a Flax name for each entry. The Flax forward pass consumes the plan in
 order and checks each entry's kind (as the reference asserts `m_idx == len(modules)`), and
@@ -36,7 +56,8 @@ order and checks each entry's kind (as the reference asserts `m_idx == len(modul
 readable (`down_3_res_0`, `mid_attn`, ...) and still line up with the PyTorch indices.
 
 Layout: the network runs NHWC, (B, F, T, C), on the real channels (x.real, x.imag, y.real,
-y.imag), in that order (the first two only for a 2-channel network).
+y.imag, ...), in that order (the first two only for a 2-channel network; for StoRM's 6
+channels y's channels follow one after the other: y[:, 0].real, y[:, 0].imag, y[:, 1].real, ...).
 """
 from __future__ import annotations
 
@@ -52,9 +73,12 @@ from diffrestore.models import layers as L
 
 # SGMSE's enhancement backbones (conditional on y), as registered in the reference.
 BACKBONES = ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k")
-# Every variant `make_config`/`build_backbone` know: SGMSE's and BUDDy's (which serves the
-# speech prior `ncsnpp_stft` and is not an enhancement backbone of its own).
-VARIANTS = BACKBONES + ("ncsnpp_buddy",)
+# Every variant `make_config`/`build_backbone` know: SGMSE's, BUDDy's (which serves the
+# speech prior `ncsnpp_stft`) and StoRM's (whose two networks a `StochasticRegenerationModel`
+# checkpoint holds, read by `diffrestore.convert.storm`). The last two are not in BACKBONES:
+# sgmse checkpoints and configs name their one network from that tuple, and StoRM's pair of
+# networks (with its conditioning channels) is not a drop-in SGMSE backbone.
+VARIANTS = BACKBONES + ("ncsnpp_buddy", "ncsnpp_storm")
 
 _COMMON_DEFAULTS = dict(
     nf=128,
@@ -90,6 +114,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         _COMMON_DEFAULTS, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(0,), fir=False,
         time_conditional=True, input_channels=4, spatial_channels=1, centered=True, discriminative=False,
     ),
+    # sp-uhh/storm `sgmse/backbones/ncsnpp.py: NCSNpp.__init__`, without `centered` (hard-wired
+    # False, see the module docstring). input_channels: the constructor's default is 4, but
+    # StochasticRegenerationModel always overrides it and its default condition 'both' gives 6,
+    # the score network StoRM publishes; the default here is that one.
+    "ncsnpp_storm": dict(
+        _COMMON_DEFAULTS, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(0,),
+        scale_by_sigma=True, conditional=True, input_channels=6, spatial_channels=1, discriminative=False,
+    ),
 }
 
 NUM_CHANNELS = 4  # SGMSE's input: x.real, x.imag, y.real, y.imag
@@ -107,7 +139,8 @@ class NCSNppConfig:
     """All options of the backbones; `backbone` fixes the per-variant behaviour.
 
     `conditional` is BUDDy's `time_conditional` for ncsnpp_buddy; `input_channels`,
-    `spatial_channels` and `discriminative` are BUDDy's options (SGMSE's are 4, 1, False).
+    `spatial_channels` and `discriminative` are BUDDy's and StoRM's options (SGMSE's are 4,
+    1, False; StoRM's score network has 6 input channels).
     """
 
     backbone: str = "ncsnpp"
@@ -139,6 +172,16 @@ class NCSNppConfig:
     @property
     def is_buddy(self) -> bool:
         return self.backbone == "ncsnpp_buddy"
+
+    @property
+    def is_storm(self) -> bool:
+        return self.backbone == "ncsnpp_storm"
+
+    @property
+    def num_conditioning(self) -> int:
+        """Complex conditioning spectrograms the network takes besides x (y's channel count):
+        0 for a 2-channel network, 1 for SGMSE's 4 channels, 2 for StoRM's 6."""
+        return self.input_channels // 2 - 1
 
     @property
     def total_channels(self) -> int:
@@ -200,6 +243,14 @@ def make_config(name: str, **kwargs) -> NCSNppConfig:
         if opts["discriminative"]:
             opts.update(conditional=False, input_channels=2)
         opts["input_channels"], opts["spatial_channels"] = int(opts["input_channels"]), int(opts["spatial_channels"])
+    if name == "ncsnpp_storm":
+        # StoRM maps every input channel to 2v - 1 (centered=False, never changed), and its
+        # discriminative network overrides the options as the reference's constructor does.
+        opts["centered"] = False
+        opts["discriminative"] = bool(opts["discriminative"])
+        if opts["discriminative"]:
+            opts.update(conditional=False, scale_by_sigma=False, input_channels=2)
+        opts["input_channels"], opts["spatial_channels"] = int(opts["input_channels"]), int(opts["spatial_channels"])
     cfg = NCSNppConfig(backbone=name, **opts)
     _validate(cfg)
     return cfg
@@ -217,7 +268,13 @@ def _validate(cfg: NCSNppConfig) -> None:
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key}={getattr(cfg, key)!r} is not one of {allowed}")
     L.get_act(cfg.nonlinearity)
-    if cfg.input_channels not in (2, 4):
+    if cfg.is_storm:
+        if cfg.input_channels not in (2, 4, 6):
+            raise ValueError(
+                f"input_channels must be 2 (one spectrogram), 4 (x and one conditioning) or 6 "
+                f"(x, y and D(y)), got {cfg.input_channels}"
+            )
+    elif cfg.input_channels not in (2, 4):
         raise ValueError(f"input_channels must be 2 (x alone) or 4 (x and y), got {cfg.input_channels}")
     if cfg.spatial_channels != 1:
         raise ValueError(
@@ -364,6 +421,11 @@ class NCSNpp(nn.Module):
     the conditioning value itself (BUDDy's c_noise); without time conditioning t is ignored
     and may be None. The output has the same (B, 1, F, T) shape in every case.
 
+    ncsnpp_storm: the score network (input_channels 6) is `apply(variables, x, cond, t)` with
+    cond complex (B, 2, F, T) = [y, D(y)] stacked on the channel axis (the reference's
+    `net(cat([x, y, D], 1), t)`; 4 channels: cond (B, 1, F, T)); the discriminative denoiser is
+    `apply(variables, y, None, None)` (the reference's `net(y)`, t ignored).
+
     Attributes:
       config: the validated options (`make_config`).
       dtype: compute dtype of convolutions and matmuls; parameters stay float32.
@@ -379,21 +441,39 @@ class NCSNpp(nn.Module):
 
     @property
     def uses_t(self) -> bool:
-        """Whether the forward pass reads t (all but BUDDy's networks without time conditioning)."""
-        return self.config.conditional or not self.config.is_buddy
+        """Whether the forward pass reads t: all but BUDDy's networks without time conditioning
+        and StoRM's networks that neither embed t nor divide by it (the discriminative one).
+        SGMSE's conditional=False still computes (and drops) the embedding of log t."""
+        cfg = self.config
+        if cfg.is_buddy:
+            return cfg.conditional
+        if cfg.is_storm:
+            return cfg.conditional or cfg.scale_by_sigma
+        return True
 
     def _check_shapes(self, x, y, t):
         cfg = self.config
-        if cfg.input_channels == 2:
+        n_cond = cfg.num_conditioning
+        if n_cond == 0:
             if y is not None:
                 raise ValueError(
                     f"this network has input_channels=2 and takes x alone: call it with y=None (got y {y.shape})"
                 )
             if x.ndim != 4 or x.shape[1] != 1:
                 raise ValueError(f"x must be (B, 1, F, T); got {x.shape}")
-        elif y is None or x.ndim != 4 or x.shape[1] != 1 or y.shape != x.shape:
-            got = None if y is None else y.shape
-            raise ValueError(f"x and y must both be (B, 1, F, T); got {x.shape} and {got}")
+        elif n_cond == 1:
+            if y is None or x.ndim != 4 or x.shape[1] != 1 or y.shape != x.shape:
+                got = None if y is None else y.shape
+                raise ValueError(f"x and y must both be (B, 1, F, T); got {x.shape} and {got}")
+        else:
+            want = None if x.ndim != 4 else (x.shape[0], n_cond, *x.shape[2:])
+            if y is None or x.ndim != 4 or x.shape[1] != 1 or y.shape != want:
+                got = None if y is None else y.shape
+                raise ValueError(
+                    f"this network has input_channels={cfg.input_channels}: x must be (B, 1, F, T) and the "
+                    f"conditioning y (B, {n_cond}, F, T), its spectrograms stacked on axis 1 (StoRM: [y, D(y)]); "
+                    f"got x {x.shape} and y {got}"
+                )
         if self.uses_t and (t is None or t.shape != (x.shape[0],)):
             raise ValueError(f"t must be (B,) = ({x.shape[0]},); got {None if t is None else t.shape}")
         _, _, f, frames = x.shape
@@ -414,7 +494,8 @@ class NCSNpp(nn.Module):
 
     @nn.compact
     def __call__(self, x, y, t, train: bool = False):
-        """x, y: complex (B, 1, F, T) (y None for 2 input channels); t: (B,) -> complex64 (B, 1, F, T)."""
+        """x: complex (B, 1, F, T); y: complex (B, input_channels/2 − 1, F, T), None for 2 input
+        channels; t: (B,) (None where `uses_t` is False) -> complex64 (B, 1, F, T)."""
         return self._network(x, y, t, train)
 
     def _network(self, x, y, t, train: bool):
@@ -427,14 +508,17 @@ class NCSNpp(nn.Module):
         blocks = _Blocks(cfg, act, self.dtype, train, self.remat)
         t = jnp.asarray(t, jnp.float32) if self.uses_t else None
 
-        # (B, 1, F, T) complex -> (B, F, T, C) real, channels as the reference concatenates them.
+        # (B, 1, F, T) complex -> (B, F, T, C) real, channels as the reference concatenates them:
+        # re, im of each complex channel in turn (x, then each conditioning channel of y).
         channels = [x[:, 0].real, x[:, 0].imag]
         if y is not None:
-            channels += [y[:, 0].real, y[:, 0].imag]
+            for c in range(y.shape[1]):
+                channels += [y[:, c].real, y[:, c].imag]
         inputs = jnp.stack(channels, axis=-1).astype(jnp.float32)
         temb = self._time_embedding(plan, t, act)
         if not cfg.centered:
-            inputs = 2 * inputs - 1.0  # data in [0, 1] -> [-1, 1]
+            # data in [0, 1] -> [-1, 1]; on every real channel, conditioning ones included.
+            inputs = 2 * inputs - 1.0
 
         hs = self._encoder(plan, blocks, inputs, temb)
         h = hs[-1]
@@ -454,9 +538,15 @@ class NCSNpp(nn.Module):
             return None  # BUDDy builds no embedding at all then
         if cfg.embedding_type == "fourier":
             spec = plan.take("fourier")
-            # SGMSE projects log t; BUDDy projects its conditioning value (EDM's c_noise) as is.
+            projection = L.GaussianFourierProjection(spec.out_ch, cfg.fourier_scale, name=spec.name)
+            if t is None:
+                # StoRM's discriminative net: no time input, but `W` exists (unused). Create it
+                # on a dummy input so checkpoints map one to one; XLA drops the dead compute.
+                projection(jnp.ones((1,), jnp.float32))
+                return None
+            # SGMSE and StoRM project log t; BUDDy its conditioning value (EDM's c_noise) as is.
             s_in = t if cfg.is_buddy else jnp.log(t)
-            temb = L.GaussianFourierProjection(spec.out_ch, cfg.fourier_scale, name=spec.name)(s_in)
+            temb = projection(s_in)
         else:
             temb = L.timestep_embedding(t, cfg.nf)
         if not cfg.conditional:
@@ -528,13 +618,14 @@ class NCSNpp(nn.Module):
 
     def _output(self, h, sigma):
         """(B, F, T, C) -> complex64 (B, 1, F, T): 1x1 conv to (re, im), division by sigma
-        (never for ncsnpp_v2 and ncsnpp_buddy, whose sigma may be None)."""
+        (never for ncsnpp_v2, ncsnpp_buddy and StoRM's discriminative net, whose sigma may be None)."""
         cfg = self.config
         h = h.astype(jnp.float32)
         if cfg.scale_by_sigma:
             sigma = sigma[:, None, None, None]
-        # ncsnpp divides before the output layer, ncsnpp_48k after it (its bias is divided too).
-        if cfg.backbone == "ncsnpp" and cfg.scale_by_sigma:
+        # ncsnpp and ncsnpp_storm divide before the output layer, ncsnpp_48k after it (its bias
+        # is divided too).
+        if cfg.backbone in ("ncsnpp", "ncsnpp_storm") and cfg.scale_by_sigma:
             h = h / sigma
         h = nn.Conv(
             2, (1, 1), dtype=jnp.float32, param_dtype=jnp.float32, precision=lax.Precision.HIGHEST,
@@ -623,11 +714,13 @@ REMAT_POLICIES = {
 
 
 def build_backbone(name: str, dtype=jnp.float32, remat: str = "none", **kwargs) -> NCSNpp:
-    """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy").
+    """The Flax module of backbone `name` ("ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy",
+    "ncsnpp_storm").
 
     Args:
       name: backbone name as registered in the reference (`VARIANTS`; "ncsnpp_buddy" is
-        BUDDy's NCSNpp, whose keywords are its constructor's: time_conditional, input_channels, ...).
+        BUDDy's NCSNpp, whose keywords are its constructor's: time_conditional, input_channels, ...;
+        "ncsnpp_storm" is StoRM's NCSNpp: input_channels 6 (score) or discriminative=True).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters are always float32.
       remat: rematerialisation policy of the blocks ("none", "full", "dots", "dots_no_batch").
       **kwargs: the reference constructor's keyword arguments; missing ones take that

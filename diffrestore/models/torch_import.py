@@ -8,7 +8,12 @@ input_channels (2 for its prior) sets the first conv, the pyramid convs and `out
 input, and without time conditioning there is no `all_modules.0.W`, no embedding MLP and no
 `Dense_0` in the residual blocks. BUDDy's `NCSNppTime` (our "ncsnpp_stft") is the same module
 with an STFT around it: its window is a plain attribute, not in the state_dict, so its keys are
-the NCSNpp's and map onto the same Flax tree. Layouts:
+the NCSNpp's and map onto the same Flax tree. StoRM's NCSNpp ("ncsnpp_storm") has SGMSE's
+layout with input_channels 6 (score network: the first conv, the pyramid convs and
+`output_layer` take 6 channels) or 2 (discriminative denoiser, whose unused `all_modules.0.W`
+and `Dense_0` are in the state_dict and in the Flax tree); a `StochasticRegenerationModel`
+prefixes the two networks' keys with `denoiser_net.` and `score_net.`
+(`diffrestore.convert.storm` strips them). Layouts:
 
 | torch                                   | flax                          |
 | --------------------------------------- | ----------------------------- |
@@ -182,12 +187,13 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
     """Flax "params" of backbone `name` from a reference state_dict.
 
     Args:
-      name: "ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy" (BUDDy's NCSNpp) or
-        "ncsnpp_stft" (BUDDy's NCSNppTime: the same keys).
+      name: "ncsnpp", "ncsnpp_v2", "ncsnpp_48k", "ncsnpp_buddy" (BUDDy's NCSNpp),
+        "ncsnpp_storm" (StoRM's NCSNpp, either network) or "ncsnpp_stft" (BUDDy's NCSNppTime:
+        the same keys).
       kwargs: the constructor's keyword arguments (as for `build_backbone`, or
         `build_prior_network` for "ncsnpp_stft").
-      state_dict: torch key (no `dnn.` prefix) -> array-like (numpy, or anything np.asarray
-        takes), in the reference layout.
+      state_dict: torch key (no `dnn.` / `denoiser_net.` / `score_net.` prefix) -> array-like
+        (numpy, or anything np.asarray takes), in the reference layout.
     Returns:
       Nested dict of float32 numpy arrays (host memory; device_put them with the sharding
       you want), ready for `module.apply({"params": params}, ...)`.
@@ -214,7 +220,9 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
         if missing:
             parts.append(f"missing keys {missing}")
         if extra:
-            hint = " (strip the 'dnn.' prefix)" if all(k.startswith("dnn.") for k in extra) else ""
+            # Lightning models prefix their networks' keys: sgmse `dnn.`, StoRM `denoiser_net.` / `score_net.`.
+            prefix = next((p for p in ("dnn.", "denoiser_net.", "score_net.") if all(k.startswith(p) for k in extra)), None)
+            hint = f" (strip the {prefix!r} prefix)" if prefix else ""
             parts.append(f"unexpected keys {extra}{hint}")
         if wrong:
             parts.append(f"wrong shapes [{'; '.join(wrong)}]")
@@ -225,6 +233,29 @@ def params_from_torch(name: str, kwargs: Mapping, state_dict: Mapping) -> dict:
         value = np.asarray(state_dict[key], dtype=np.float32)
         _set(params, entry.flax_path, np.ascontiguousarray(_TRANSFORMS[entry.transform](value)))
     return params
+
+
+# flax layout -> torch layout (the inverse of _TRANSFORMS)
+_INVERSE_TRANSFORMS = {
+    "conv": lambda a: np.transpose(a, (3, 2, 0, 1)),
+    "linear": lambda a: np.transpose(a, (1, 0)),
+    "same": lambda a: a,
+}
+
+
+def params_to_torch(name: str, kwargs: Mapping, params: Mapping) -> dict:
+    """The inverse of `params_from_torch` for the NCSN++ backbones: a Flax "params" tree (or a
+    gradient of one) -> {torch key: numpy array in the reference layout}, e.g. to compare
+    gradients with the reference's or to hand weights back to PyTorch."""
+    if _prior(name):
+        raise ValueError(f"params_to_torch covers the NCSN++ backbones, not {name!r}")
+    out = {}
+    for key, entry in _entries(_ncsnpp_config(name, kwargs)).items():
+        leaf = params
+        for part in entry.flax_path:
+            leaf = leaf[part]
+        out[key] = np.ascontiguousarray(_INVERSE_TRANSFORMS[entry.transform](np.asarray(leaf)))
+    return out
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:

@@ -12,6 +12,10 @@ where `draw` is a noise source from `sampling.noise`, `num_steps` may be a trace
 * "edm_denoiser": `model_fn(x, sigma)` = D(x, σ), an EDM denoiser (`score.make_edm_denoiser`
   with its parameters bound, or a posterior's wrapper of it); y is the start state or only
   gives the shape (edm_heun).
+* "vector_field": `model_fn(x, y, t)` = v, a flow-matching field (flow_euler);
+* "flow_data": `model_fn(x, y, t)` = x̂, a flow-matching model's clean estimate, which the
+  sampler turns into the flow's field (flow_euler_data). Called like "data_prediction", but
+  integrated along the flow's path, so the two kinds do not share samplers.
 
 `get_sampler(name, **options)` binds the options; names are listed in `SAMPLERS`.
 """
@@ -21,16 +25,17 @@ import functools
 
 from diffrestore.sampling.bridge import sb_sample
 from diffrestore.sampling.edm import edm_heun_sample
+from diffrestore.sampling.flow import flow_euler_sample
 from diffrestore.sampling.guidance import GUIDANCE, guided_denoiser
 from diffrestore.sampling.noise import example_keys, keyed_noise, replayed_noise, standard_normal
 from diffrestore.sampling.ode import ode_sample, ode_sample_adaptive
 from diffrestore.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
 
-MODEL_KINDS = ("score", "data_prediction", "edm_denoiser")
+MODEL_KINDS = ("score", "data_prediction", "edm_denoiser", "vector_field", "flow_data")
 
 # name -> (function, options it accepts, the model kind it consumes)
 _REGISTRY = {
-    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow", "start_time"}, "score"),
+    "pc": (pc_sample, {"predictor", "corrector", "snr", "corrector_steps", "eps", "denoise", "probability_flow", "start_time", "step_size"}, "score"),
     "ode_euler": (functools.partial(ode_sample, method="euler"), {"eps", "denoise"}, "score"),
     "ode_heun": (functools.partial(ode_sample, method="heun"), {"eps", "denoise"}, "score"),
     "ode_adaptive": (None, {"eps", "denoise", "rtol", "atol", "max_steps"}, "score"),
@@ -38,6 +43,9 @@ _REGISTRY = {
     "sb_sde": (functools.partial(sb_sample, kind="sde"), {"eps"}, "data_prediction"),
     # Options: S_churn, S_tmin, S_tmax, S_noise (CQT-Diff defaults 5, 0, 50, 1), convention
     # ("cqtdiff", "babe", "karras"), start_sigma (None or BABE's warm-start level, e.g. 0.2).
+    # NeMo's Euler sampler of conditional flow matching; condition=False feeds zeros for y.
+    "flow_euler": (flow_euler_sample, {"condition"}, "vector_field"),
+    "flow_euler_data": (functools.partial(flow_euler_sample, estimator_target="data"), {"condition"}, "flow_data"),
     "edm_heun": (edm_heun_sample, {"S_churn", "S_tmin", "S_tmax", "S_noise", "convention", "start_sigma"}, "edm_denoiser"),
 }
 SAMPLERS = tuple(_REGISTRY)
@@ -95,6 +103,6 @@ def draws_needed(name: str, num_steps: int, corrector: str = "ald", corrector_st
 __all__ = [
     "GUIDANCE", "guided_denoiser",
     "SAMPLERS", "PREDICTORS", "CORRECTORS", "MODEL_KINDS", "get_sampler", "model_kind", "needs_data_prediction",
-    "draws_needed", "pc_sample", "ode_sample", "ode_sample_adaptive", "sb_sample", "edm_heun_sample",
+    "draws_needed", "pc_sample", "ode_sample", "ode_sample_adaptive", "sb_sample", "edm_heun_sample", "flow_euler_sample",
     "keyed_noise", "replayed_noise", "example_keys", "standard_normal",
 ]

@@ -5,7 +5,8 @@ serves every step count. The network is called once per predictor or corrector s
 whole batch. Time grid and update rules replay the reference sampler exactly:
 t_i = linspace(T, eps, N)[i], step size t_i − t_{i+1}, and eps itself for the last step.
 The reverse process may start below the SDE's T (`start_time`, BBED's "reverse starting
-point"): the prior is then drawn at that time and the grid starts there.
+point"): the prior is then drawn at that time and the grid starts there. StoRM's older sgmse
+code discretises every step with dt = 1/N whatever the grid (`step_size="1/N"`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from diffrestore.sde.base import batch_view
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
 CORRECTORS = ("ald", "langevin", "none")
+STEP_SIZES = ("grid", "1/N")
 
 
 def _reverse_diffusion(score_fn, sde, x, y, t, stepsize, z, probability_flow):
@@ -79,6 +81,7 @@ def pc_sample(
     denoise: bool = True,
     probability_flow: bool = False,
     start_time: float | None = None,
+    step_size: str = "grid",
 ):
     """Runs the PC sampler.
 
@@ -91,6 +94,11 @@ def pc_sample(
       num_steps: N (python int or traced int32 scalar; N ≥ 1).
       predictor, corrector, snr, corrector_steps, eps, denoise, probability_flow: as in the
         reference `get_pc_sampler`.
+      start_time: where the reverse process starts (default the SDE's T). BBED's eval.py
+        does this by overwriting `sde.T` with `--reverse_starting_point`, so the prior
+        y + std(start)·z and the grid both move; so do they here. May be traced.
+      step_size: "grid" (the reverse-diffusion step is t_i − t_{i+1}, eps on the last step:
+        sgmse, sgmse-bbed) or "1/N" (every step 1/N: StoRM's `SDE.discretize`).
 
     Returns:
       (x̂ complex (B, 1, F, T), number of network evaluations).
@@ -99,6 +107,8 @@ def pc_sample(
         raise ValueError(f"unknown predictor {predictor!r}; choose from {PREDICTORS}")
     if corrector not in CORRECTORS:
         raise ValueError(f"unknown corrector {corrector!r}; choose from {CORRECTORS}")
+    if step_size not in STEP_SIZES:
+        raise ValueError(f"unknown step_size {step_size!r}; choose from {STEP_SIZES}")
     n_corr = 0 if corrector == "none" else int(corrector_steps)
     batch = y.shape[0]
     num_steps = jnp.asarray(num_steps, jnp.int32)
@@ -116,7 +126,10 @@ def pc_sample(
     def step(i, carry):
         x, _ = carry
         t = T - i * delta
-        stepsize = jnp.where(i < num_steps - 1, delta, t)
+        if step_size == "1/N":
+            stepsize = 1.0 / num_steps
+        else:
+            stepsize = jnp.where(i < num_steps - 1, delta, t)
         vec_t = jnp.full((batch,), t, jnp.float32)
         x_mean = x
         first = 1 + i * (n_corr + 1)

@@ -28,6 +28,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     t.eval_num_steps = 30  # reverse steps at validation (the reference uses sde.N)
     t.num_eval_examples = 2  # enhanced examples written to TensorBoard (audio + spectrogram)
     t.tensorboard = True
+    t.init_from = ""  # start from a trained model's weights and EMA (run dir or reference .ckpt; CRP, StoRM)
     t.compilation_cache_dir = ""  # persistent XLA cache (e.g. ~/.cache/diffrestore/xla); "" = JAX's default (off)
     return t
 

@@ -91,6 +91,41 @@ def _restore(manager, step: int, abstract_state: TrainState, state_sharding: Tra
     return TrainState(step=step_array, params=restored["params"], ema_params=restored["ema_params"], opt_state=restored["opt_state"])
 
 
+def _initialize_from(path: str, state: TrainState, programs) -> TrainState:
+    """The fresh state with the parameters and EMA of a trained model (`training.init_from`:
+    a run directory or a reference `.ckpt`, as `Enhancer.from_checkpoint` takes): CRP
+    fine-tuning, StoRM with a frozen pretrained denoiser. The optimizer state stays fresh and
+    the EMA warm-up restarts with the step count.
+
+    Raises:
+      ValueError: the weights do not have the parameter tree of this config's network.
+    """
+    _, params, ema_params = checkpoint.load_weights(path)
+    want = jax.tree_util.tree_flatten_with_path(programs.abstract_state.params)[0]
+    for name, tree in (("parameters", params), ("EMA parameters", ema_params)):
+        got = jax.tree_util.tree_flatten_with_path(tree)[0]
+        got_shapes = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in got}
+        for key, leaf in want:
+            shape = got_shapes.get(jax.tree_util.keystr(key))
+            if shape != tuple(leaf.shape):
+                raise ValueError(
+                    f"training.init_from={path}: its {name} do not fit this config's network: "
+                    f"{jax.tree_util.keystr(key)} is {shape}, expected {tuple(leaf.shape)}"
+                )
+        if len(got) != len(want):
+            raise ValueError(f"training.init_from={path}: {len(got)} {name}, this config's network has {len(want)}")
+
+    def place(tree, shardings):
+        host = jax.device_get(tree)
+        return jax.tree.map(
+            lambda a, s: jax.make_array_from_callback(np.shape(a), s, lambda index: np.asarray(a, np.float32)[index]),
+            host, shardings,
+        )
+
+    return state.replace(params=place(params, programs.state_sharding.params),
+                         ema_params=place(ema_params, programs.state_sharding.ema_params))
+
+
 def _local_copy(tree):
     """A replicated tree as arrays on this process's first device (evaluation runs per process)."""
     return jax.tree.map(lambda a: a.addressable_data(0), tree)
@@ -270,10 +305,15 @@ def train_and_evaluate(config, workdir) -> dict:
     )
     try:
         last_saved = manager.latest_step()
+        if last_saved is None and str(config.model.loss_type) == "crp" and not str(t.get("init_from", "") or ""):
+            raise ValueError("CRP fine-tunes a trained model: set --config.training.init_from=CK (a run directory or a .ckpt)")
         if last_saved is None:
             # Initialised straight into its shardings: never materialised whole on one device.
             state = programs.initialize(init_rng)
             log.info("initialised %s with %.2fM parameters", config.model.backbone, programs.num_params / 1e6)
+            if str(t.get("init_from", "") or ""):
+                state = _initialize_from(str(t.init_from), state, programs)
+                log.info("weights (and their EMA) from %s", t.init_from)
         else:
             state = _restore(manager, last_saved, programs.abstract_state, programs.state_sharding, mesh)
             log.info("resumed from %s at step %d (%.2fM parameters)", workdir, last_saved, programs.num_params / 1e6)

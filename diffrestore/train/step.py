@@ -76,6 +76,31 @@ def make_objective(config, module=None) -> tuple[Callable, Callable]:
 def make_loss_fn_from_config(config, module=None) -> Callable:
     """`loss_fn(params, x0, y, rng, **model_kwargs) -> (loss, aux)` of an enhancement config."""
     m = config.model
+    module = module if module is not None else config_lib.build_backbone(config)
+    if str(m.loss_type) == "flow_matching":
+        from diffrestore.losses import make_flow_matching_loss_fn
+
+        return make_flow_matching_loss_fn(
+            config_lib.build_model_fn(config, module), config_lib.build_sde(config),
+            target=str(m.get("estimator_target", "vector_field")), p_cond=float(m.get("p_cond", 0.9)),
+        )
+    if str(m.loss_type) == "crp":
+        from diffrestore.losses import make_crp_loss_fn
+
+        crp = m.crp
+        return make_crp_loss_fn(
+            config_lib.build_model_fn(config, module), config_lib.build_sde(config), t_eps=float(m.t_eps),
+            t_start_range=(float(crp.t_rsp_min), float(crp.t_rsp_max)),
+            num_steps_range=(int(crp.num_steps_min), int(crp.num_steps_max)),
+        )
+    if config_lib.is_storm(config):
+        from diffrestore.losses import make_storm_loss_fn
+
+        return make_storm_loss_fn(
+            config_lib.build_model_fn(config, module), config_lib.build_condition_fn(config, module),
+            config_lib.build_sde(config), t_eps=float(m.t_eps),
+            denoiser_weight=float(m.get("denoiser_loss_weight", 0.5)), mode=str(m.get("storm_mode", "joint")),
+        )
     return make_loss_fn(
         config_lib.build_model_fn(config, module),
         config_lib.build_sde(config),
@@ -103,6 +128,11 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
       scalars: loss, grad_norm, param_norm, learning_rate, ema_decay, t_mean, nonfinite_inputs
       (the number of NaN/inf samples in the batch).
     """
+    if config_lib.weights_are_variables(config):
+        # BatchNorm in training mode updates running statistics (a mutable collection) that
+        # the update step does not thread through; DCUNet checkpoints load and enhance.
+        raise ValueError(f"training backbone {config.model.backbone!r} (BatchNorm statistics) is not supported; "
+                         "it loads from sgmse checkpoints and enhances")
     if tx is None:
         tx, schedule = make_optimizer(config.optim)
     if schedule is None:
@@ -139,7 +169,8 @@ def make_train_step(config, *, module=None, tx=None, schedule=None) -> Callable:
             # the rate used by the latest (or, while accumulating, the next) update
             "learning_rate": jnp.asarray(schedule(jnp.maximum(num_updates - 1, 0)), jnp.float32),
             "ema_decay": decay,
-            "t_mean": aux["t_mean"],
+            # t_mean, and what else the loss reports (StoRM: its two terms)
+            **{name: value.astype(jnp.float32) for name, value in aux.items()},
             # The spectrogram compression maps NaN/inf samples to 0, so bad input would not show
             # in the loss; count it so the host can stop on it.
             "nonfinite_inputs": sum(jnp.sum(~jnp.isfinite(v)) for v in batch.values()).astype(jnp.float32),
