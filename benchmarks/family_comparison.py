@@ -33,10 +33,10 @@ from sampler_steps import noisy_row, sweep  # noqa: E402
 # Each family's samplers (options of Enhancer.enhance) and step counts.
 SWEEPS = {
     "sgmse": ({"pc_ald": dict(sampler="pc", corrector="ald"), "pc_none": dict(sampler="pc", corrector="none")},
-              (4, 8, 16, 30)),
-    "sb": ({"sb_ode": dict(sampler="sb_ode"), "sb_sde": dict(sampler="sb_sde")}, (1, 2, 4, 8, 16)),
+              (4, 8, 16)),
+    "sb": ({"sb_ode": dict(sampler="sb_ode"), "sb_sde": dict(sampler="sb_sde")}, (1, 2, 4, 8)),
     "bbed": ({"pc_ald_from_0.5": dict(sampler="pc", corrector="ald")}, (2, 4, 8, 15)),
-    "storm": ({"pc_ald": dict(sampler="pc", corrector="ald")}, (2, 4, 8, 16)),
+    "storm": ({"pc_ald": dict(sampler="pc", corrector="ald")}, (2, 4, 8)),
     "flow": ({"flow_euler": dict(sampler="flow_euler")}, (1, 2, 5, 10, 20)),
     "crp": ({"pc_from_0.5": dict(sampler="pc", corrector="none")}, (1, 2, 5)),
 }
