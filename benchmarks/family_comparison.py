@@ -102,6 +102,17 @@ def _last_step(workdir) -> int:
         return int(manager.latest_step() or 0)
 
 
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("steps", "nfe"):
+            r[key] = int(r[key])
+        for key in ("sec_per_audio_sec", "pesq", "estoi", "si_sdr"):
+            r[key] = float(r[key])
+    return rows
+
+
 def write_outputs(rows, out_dir, title) -> None:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +132,7 @@ def write_outputs(rows, out_dir, title) -> None:
     (out_dir / "families.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -137,6 +149,7 @@ def write_outputs(rows, out_dir, title) -> None:
                 ax.plot(*zip(*pts), marker="o", label=f"{family} {sampler}")
             ax.axhline(noisy[metric], color="gray", linestyle="--", label="noisy input")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no overlapping labels
             ax.set_xlabel(x_label)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
@@ -156,8 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/families")
     parser.add_argument("--title", default="Supervised families, same network and training budget")
+    parser.add_argument("--from-csv", default="", help="redraw OUT's table and plot from this families.csv (no runs)")
     args = parser.parse_args(argv)
-    rows = run(args)
+    rows = _read_csv(args.from_csv) if args.from_csv else run(args)
     write_outputs(rows, args.out, args.title)
     print(f"wrote {args.out}/families.csv, families.md, families.png")
     return 0

@@ -261,10 +261,12 @@ class Enhancer:
         overlap_frames: int | None = None,
         **sampler_options,
     ) -> list[np.ndarray]:
-        """Enhances a list of 1-D waveforms.
+        """Enhances a list of 1-D waveforms (or one 1-D waveform: then one array comes back).
 
         Args:
-          waves: 1-D float arrays (any lengths). An all-zero signal comes back as zeros.
+          waves: 1-D arrays (any lengths), float in [-1, 1] or integer PCM (scaled as
+            soundfile reads it, see `inference.as_signals`); a list of them, or one array.
+            An all-zero signal comes back as zeros.
           sample_rate: their rate in Hz; resampled to the model's rate and back if different.
           sampler: "pc", "ode_euler", "ode_heun", "ode_adaptive", "sb_ode", "sb_sde";
             default: the model config's (`config.sampling.sampler`).
@@ -282,12 +284,13 @@ class Enhancer:
             corrector_steps; all: eps), default the model config's; others raise ValueError.
 
         Returns:
-          Enhanced 1-D float32 arrays, each as long as its input.
+          Enhanced 1-D float32 arrays, each as long as its input (one array for one input array).
 
         Raises:
           ValueError: bad signals or options; BatchTooLargeError: a batch that does not fit
             in memory (lower batch_size).
         """
+        waves, single = inference.as_signals(waves)
         settings = self.sampler_settings(sampler, num_steps, **sampler_options)
         buckets = check_buckets(buckets)
         hop = self.spectrogram.hop_length
@@ -325,18 +328,13 @@ class Enhancer:
         for i, ((wave, peak), enhanced) in enumerate(zip(signals, joined)):
             enhanced = np.zeros_like(wave) if enhanced is None else enhanced
             outputs.append(self._finish(enhanced * peak, len(waves[i]), rate, model_rate))
-        return outputs
+        return outputs[0] if single else outputs
 
     def _frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.spectrogram.hop_length
 
     def _prepare(self, index, wave, rate, model_rate):
-        """(wave at the model's rate divided by its peak, peak); checks the input."""
-        wave = np.asarray(wave, np.float32)
-        if wave.ndim != 1:
-            raise ValueError(f"signal {index}: expected a 1-D array, got shape {wave.shape}")
-        if not np.all(np.isfinite(wave)):
-            raise ValueError(f"signal {index}: contains NaN or infinite samples")
+        """(wave at the model's rate divided by its peak, peak); wave from `inference.as_signals`."""
         if rate != model_rate:
             wave = resample(wave, rate, model_rate).astype(np.float32)
         min_len = self.spectrogram.n_fft // 2 + 1  # the STFT's reflection padding needs this

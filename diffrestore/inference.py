@@ -75,6 +75,48 @@ class DeviceRows:
         return cls(mesh, jax.sharding.NamedSharding(mesh, spec("batch")), jax.sharding.NamedSharding(mesh, spec()))
 
 
+def as_signals(waves) -> tuple[list[np.ndarray], bool]:
+    """The signals of an `enhance`/`restore` call as float32 1-D arrays, and whether the caller
+    passed one signal (a 1-D array) rather than a list of them.
+
+    Integer PCM arrays are scaled as soundfile reads them: signed n-bit samples divided by
+    2^(n−1) (int16 32767 -> 0.99997), unsigned ones centred on 2^(n−1) first (uint8 WAV).
+
+    Raises:
+      ValueError: naming the signal: not 1-D, empty, NaN/infinite samples, or a boolean or
+        complex array; a 2-D array (pass its channels as a list of 1-D arrays).
+    """
+    if isinstance(waves, (str, bytes)):
+        raise ValueError("expected a 1-D array or a list of 1-D arrays of samples, got a string (load the file first)")
+    if hasattr(waves, "shape") and hasattr(waves, "dtype"):
+        shape = tuple(waves.shape)
+        if len(shape) == 1:
+            return [_float_signal(0, waves)], True
+        raise ValueError(
+            f"expected a 1-D array or a list of 1-D arrays, got one array of shape {shape}; "
+            "pass multichannel audio as a list with one 1-D array per channel"
+        )
+    return [_float_signal(i, w) for i, w in enumerate(waves)], False
+
+
+def _float_signal(index: int, wave) -> np.ndarray:
+    wave = np.asarray(wave)
+    if wave.dtype == np.bool_ or np.iscomplexobj(wave):
+        raise ValueError(f"signal {index}: samples must be real numbers, got dtype {wave.dtype}")
+    if np.issubdtype(wave.dtype, np.integer):
+        bits = 8 * wave.dtype.itemsize
+        offset = 2 ** (bits - 1) if np.issubdtype(wave.dtype, np.unsignedinteger) else 0
+        wave = (wave.astype(np.float64) - offset) / 2 ** (bits - 1)
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"signal {index}: expected a 1-D array, got shape {wave.shape}")
+    if wave.size == 0:
+        raise ValueError(f"signal {index}: is empty")
+    if not np.all(np.isfinite(wave)):
+        raise ValueError(f"signal {index}: contains NaN or infinite samples")
+    return wave
+
+
 def plan_segments(lengths: Sequence[int], *, bucket_of: Callable[[int], int], chunk_length: int, overlap: int,
                   largest_bucket, skip: Sequence[bool] | None = None) -> list[Segment]:
     """Segments of signals of `lengths` samples: a signal of at most `chunk_length` samples is

@@ -217,7 +217,9 @@ class Prior:
         """Restores recordings whose degradation is known, by posterior sampling from the prior.
 
         Args:
-          waves: 1-D float arrays (any lengths): the degraded recordings (the observations).
+          waves: 1-D arrays (any lengths): the degraded recordings (the observations); a list of
+            them, or one array (then one array comes back); float, or integer PCM scaled as
+            soundfile reads it (`inference.as_signals`).
           sample_rate: their rate (Hz); resampled to the prior's and back.
           task: "bwe" (cutoff_hz=..., filter="fir" | "cheby1" | "biquad"), "declip"
             (clip_level=..., default each signal's peak) or "inpaint" (gaps=[(start_s,
@@ -240,6 +242,7 @@ class Prior:
         """
         from diffrestore import restoration
 
+        waves, single = inference.as_signals(waves)
         task_names = {"cutoff_hz", "filter", "numtaps", "order", "ripple", "q", "clip_level", "gaps", "xi",
                       "clip_grad", "data_consistency", "guidance"}
         task_options = {k: v for k, v in options.items() if k in task_names}
@@ -260,11 +263,6 @@ class Prior:
 
         observed, peaks = [], []
         for i, wave in enumerate(waves):
-            wave = np.asarray(wave, np.float32)
-            if wave.ndim != 1:
-                raise ValueError(f"signal {i}: expected a 1-D array, got shape {wave.shape}")
-            if wave.size == 0 or not np.all(np.isfinite(wave)):
-                raise ValueError(f"signal {i}: " + ("is empty" if wave.size == 0 else "contains NaN or infinite samples"))
             peaks.append(float(np.max(np.abs(wave))))
             observed.append(wave if rate == self.sample_rate else resample(wave, rate, self.sample_rate).astype(np.float32))
         # A recording shorter than the operator's support carries nothing it could guide with.
@@ -318,7 +316,7 @@ class Prior:
                 joined = resample(joined, self.sample_rate, rate).astype(np.float32)
             n = len(waves[i])
             outputs.append(np.pad(joined, (0, max(0, n - joined.shape[0])))[:n].astype(np.float32))
-        return outputs
+        return outputs[0] if single else outputs
 
     def _restore_program(self, settings, spec, length: int, rows: int):
         """The compiled restoration program of (sampler settings, task, bucket, rows), as a Future."""

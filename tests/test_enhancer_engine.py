@@ -109,6 +109,22 @@ def test_a_lone_signal_runs_on_one_row_and_equals_its_batched_result(bridge):
     assert out[0].shape == long.shape and np.all(np.isfinite(out[0]))
 
 
+def test_one_array_in_gives_one_array_out_and_pcm_is_scaled(bridge):
+    """A 1-D array (not a list) is one signal; int16 PCM is the same signal as its float
+    reading (soundfile's scaling); a 2-D array is refused with what to do instead."""
+    wave = _signals(1)[0]
+    as_list = bridge.enhance([wave], RATE, buckets=BUCKETS, num_steps=1, example_ids=[1])
+    single = bridge.enhance(wave, RATE, buckets=BUCKETS, num_steps=1, example_ids=[1])
+    assert isinstance(single, np.ndarray) and single.shape == wave.shape
+    np.testing.assert_array_equal(single, as_list[0])
+    pcm = np.round(wave / np.max(np.abs(wave)) * 0.5 * 32767).astype(np.int16)
+    from_pcm = bridge.enhance(pcm, RATE, buckets=BUCKETS, num_steps=1, example_ids=[1])
+    from_float = bridge.enhance(pcm.astype(np.float32) / 32768, RATE, buckets=BUCKETS, num_steps=1, example_ids=[1])
+    np.testing.assert_allclose(from_pcm, from_float, atol=1e-6)
+    with pytest.raises(ValueError, match="one 1-D array per channel"):
+        bridge.enhance(np.stack([wave, wave]), RATE)
+
+
 def test_a_batch_that_cannot_fit_in_memory_is_a_clear_error(run_dir, monkeypatch):
     from diffrestore import inference
 
