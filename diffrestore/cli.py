@@ -4,7 +4,7 @@
     diffrestore enhance --checkpoint CK INPUT OUTPUT [--sampler pc --num-steps 30 ...]
     diffrestore restore --checkpoint PRIOR --task bwe|declip|inpaint [--cutoff HZ ...] INPUT OUTPUT
     diffrestore sample --checkpoint PRIOR --seconds S --num N OUT_DIR
-    diffrestore evaluate --clean DIR --enhanced DIR [--noisy DIR] --out results.csv
+    diffrestore evaluate [--clean DIR] --enhanced DIR [--noisy DIR] --out results.csv
     diffrestore train --config configs/X.py --workdir DIR [--config.a.b=v ...]
     diffrestore quickstart --workdir runs/quickstart
 """
@@ -251,14 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compilation-cache", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("evaluate", help="PESQ, ESTOI, SI-SDR/SIR/SAR, SDR, LSD of enhanced files against clean ones")
-    p.add_argument("--clean", required=True, help="folder of clean reference files")
+    p = sub.add_parser("evaluate", help="PESQ, ESTOI, SI-SDR/SIR/SAR, SDR, LSD of enhanced files against clean ones; "
+                                        "DNSMOS with or without them")
+    p.add_argument("--clean", default=None, help="folder of clean reference files (without it: DNSMOS only)")
     p.add_argument("--enhanced", required=True, help="folder of enhanced files (same relative paths)")
     p.add_argument("--noisy", default=None,
                    help="folder of the noisy/degraded inputs (adds SI-SIR, SI-SAR, noisy figures and SDR/SI-SDR improvements)")
     p.add_argument("--measures", default=None,
-                   help="comma-separated subset of pesq,estoi,si_sdr,lsd,sdr,si_sir,si_sar,lsd_db "
-                        "(default: all but lsd_db; e.g. lsd,si_sdr,sdr for music)")
+                   help="comma-separated subset of pesq,estoi,si_sdr,lsd,sdr,si_sir,si_sar,lsd_db,dnsmos "
+                        "(default: all but lsd_db; without --clean: dnsmos; e.g. lsd,si_sdr,sdr for music)")
     p.add_argument("--out", default="results.csv", help="per-file CSV; the summary goes beside it as .summary.json")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -1,4 +1,5 @@
-"""`diffrestore evaluate`: quality of a folder of enhanced files against clean references.
+"""`diffrestore evaluate`: quality of a folder of enhanced files, against clean references or
+without them (DNSMOS).
 
 Files are paired by relative path (EARS noisy-style names `<stem>_<snr>dB` are recognised),
 each pair is measured (by default PESQ, ESTOI, SI-SDR, SDR and the references' log-spectral
@@ -6,10 +7,15 @@ distance; with the noisy folder also SI-SIR and SI-SAR, the noisy input's own fi
 SDR and SI-SDR improvements over it), and the results are written as a per-file CSV plus a
 JSON summary (mean ± std per measure). `measures=` (CLI `--measures`) picks a subset, e.g.
 `lsd,si_sdr,sdr` for music, where the speech measures PESQ and ESTOI mean nothing.
+Without a clean folder only the non-intrusive DNSMOS is computed (`diffrestore.dnsmos`: SIG,
+BAK, OVRL and the P.808 MOS, columns dnsmos_sig, dnsmos_bak, dnsmos_ovrl, dnsmos_p808); with
+one, DNSMOS is among the defaults beside the intrusive measures.
 
 Units: pesq (MOS-LQO, 1–4.64), estoi (0–1), si_sdr, si_sir, si_sar, sdr and the improvements
 in dB; lsd is `metrics.lsd_cqtdiff` (CQT-Diff/BABE `computeLSD`, log10-power units), lsd_db
-(not a default) the older dB-valued `metrics.log_spectral_distance` (Hann 512, hop 128).
+(not a default) the older dB-valued `metrics.log_spectral_distance` (Hann 512, hop 128);
+DNSMOS in MOS units (1–5), at 16 kHz (other rates are resampled; samples beyond full scale
+are clipped, as a fixed-point file would hold them).
 """
 from __future__ import annotations
 
@@ -25,22 +31,25 @@ from diffrestore.data.pairs import DataError, pair_folders, read_mono
 
 # Every measure that can be asked for, in column order. si_sir and si_sar need the noisy input
 # (their decomposition projects on noisy − clean).
-MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar", "lsd_db")
-DEFAULT_MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar")
+MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar", "lsd_db", "dnsmos")
+DEFAULT_MEASURES = ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar", "dnsmos")
+NON_INTRUSIVE = ("dnsmos",)  # need no clean reference
 _NEED_NOISY = ("si_sir", "si_sar")
 # Improvements over the degraded input, reported with a noisy folder when their measure is on.
 IMPROVEMENTS = {"sdr_improvement": "sdr", "si_sdr_improvement": "si_sdr"}
 
 
-def resolve_measures(measures=None, *, with_noisy: bool = True) -> tuple[str, ...]:
-    """The measures to compute, in column order; None is `DEFAULT_MEASURES`.
+def resolve_measures(measures=None, *, with_noisy: bool = True, with_clean: bool = True) -> tuple[str, ...]:
+    """The measures to compute, in column order; None is `DEFAULT_MEASURES` (without a clean
+    folder: the non-intrusive ones).
 
     `measures` is a sequence of names or a comma-separated string. Unknown names are a
     ValueError that lists the valid ones; so are si_sir / si_sar asked for explicitly without
-    a noisy folder (the default set just leaves them out then).
+    a noisy folder (the default set just leaves them out then), and intrusive measures
+    without a clean folder.
     """
     if measures is None:
-        chosen = set(DEFAULT_MEASURES)
+        chosen = set(DEFAULT_MEASURES) if with_clean else set(NON_INTRUSIVE)
         if not with_noisy:
             chosen -= set(_NEED_NOISY)
     else:
@@ -53,6 +62,9 @@ def resolve_measures(measures=None, *, with_noisy: bool = True) -> tuple[str, ..
         chosen = set(names)
         if not with_noisy and chosen & set(_NEED_NOISY):
             raise ValueError(f"{', '.join(sorted(chosen & set(_NEED_NOISY)))} need the noisy inputs (--noisy DIR)")
+        if not with_clean and chosen - set(NON_INTRUSIVE):
+            raise ValueError(f"{', '.join(sorted(chosen - set(NON_INTRUSIVE)))} need clean references (--clean DIR); "
+                             f"without them: {', '.join(NON_INTRUSIVE)}")
     return tuple(m for m in MEASURES if m in chosen)
 
 
@@ -86,23 +98,36 @@ def _measure(clean, estimate, rate, measures, noisy=None) -> dict:
         "lsd_db": lambda: metrics.log_spectral_distance(clean, estimate),
     }
     row = {m: compute[m]() for m in measures if m in compute}
+    if "dnsmos" in measures:
+        row.update(_dnsmos(estimate, rate))
     if noisy is not None and set(measures) & set(_NEED_NOISY):
         _, si_sir, si_sar = metrics.energy_ratios(estimate, clean, noisy[:n] - clean)
         row.update({k: v for k, v in (("si_sir", si_sir), ("si_sar", si_sar)) if k in measures})
     return row
 
 
+def _dnsmos(wave, rate) -> dict:
+    from diffrestore import dnsmos
+
+    (scores,) = dnsmos.dnsmos_many([np.clip(wave, -1.0, 1.0)], rate)
+    return {f"dnsmos_{k}": v for k, v in scores.items()}
+
+
 def evaluate_folders(clean_dir, enhanced_dir, noisy_dir=None, measures=None) -> list[dict]:
     """One dict per enhanced file: `file`, the measures, and with a noisy folder `noisy_*`.
 
     Args:
-      clean_dir, enhanced_dir: folders paired by relative path.
+      clean_dir, enhanced_dir: folders paired by relative path; clean_dir None: every audio
+        file under enhanced_dir, with the non-intrusive measures only (DNSMOS).
       noisy_dir: the degraded inputs (same relative paths). Adds si_sir / si_sar, the noisy
         input's own figures as `noisy_<measure>` and, per file, sdr_improvement = sdr −
         noisy_sdr and si_sdr_improvement = si_sdr − noisy_si_sdr (dB) when sdr / si_sdr are on.
       measures: names from `MEASURES` (sequence or comma-separated string); default
         `DEFAULT_MEASURES`. See `resolve_measures`.
     """
+    if clean_dir is None:
+        return _evaluate_without_reference(enhanced_dir, noisy_dir, resolve_measures(
+            measures, with_noisy=False, with_clean=False))
     measures = resolve_measures(measures, with_noisy=noisy_dir is not None)
     rows = []
     noisy_by_rel = {}
@@ -127,6 +152,28 @@ def evaluate_folders(clean_dir, enhanced_dir, noisy_dir=None, measures=None) -> 
         for key, base in IMPROVEMENTS.items():
             if base in noisy_row:
                 row[key] = row[base] - noisy_row[base]
+        rows.append(row)
+    return rows
+
+
+def _evaluate_without_reference(enhanced_dir, noisy_dir, measures) -> list[dict]:
+    """Non-intrusive measures of each file under enhanced_dir (and of its noisy input, same
+    relative path, as `noisy_*`, when noisy_dir is given)."""
+    from diffrestore.io import list_audio_files
+
+    root = pathlib.Path(enhanced_dir)
+    rows = []
+    for path in list_audio_files(root):
+        rel = path.relative_to(root) if root.is_dir() else pathlib.Path(path.name)
+        wave, rate = _read(path)
+        row = {"file": str(rel)}
+        if noisy_dir is not None:
+            noisy_path = pathlib.Path(noisy_dir) / rel
+            if not noisy_path.is_file():
+                raise DataError(f"{path}: no noisy file with the same relative path in {noisy_dir}")
+            noisy, noisy_rate = _read(noisy_path)
+            row.update({f"noisy_{k}": v for k, v in _measure(noisy, noisy, noisy_rate, measures).items()})
+        row.update(_measure(wave, wave, rate, measures))
         rows.append(row)
     return rows
 

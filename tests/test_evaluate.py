@@ -55,7 +55,8 @@ def test_music_measures_with_improvements(tmp_path):
 
 
 def test_measure_names_are_checked():
-    assert evaluate.resolve_measures(None) == ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar")
+    assert evaluate.resolve_measures(None) == ("pesq", "estoi", "si_sdr", "lsd", "sdr", "si_sir", "si_sar", "dnsmos")
+    assert evaluate.resolve_measures(None, with_noisy=False, with_clean=False) == ("dnsmos",)
     assert "si_sir" not in evaluate.resolve_measures(None, with_noisy=False)
     assert evaluate.resolve_measures("sdr, lsd") == ("lsd", "sdr")
     with pytest.raises(ValueError, match=r"unknown measure\(s\) snr; valid: pesq, estoi, si_sdr, lsd, sdr"):
