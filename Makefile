@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 quickstart: $(STAMP)
 	$(VENV)/bin/diffrestore quickstart --workdir runs/quickstart

@@ -21,6 +21,11 @@ import pytest
 
 from diffrestore import checkpoint
 
+# One xdist worker runs this module (`make test` uses --dist loadgroup): its module fixtures
+# (a BBED run, two steps of every family, a 4-device subprocess) would otherwise be built on
+# every worker that draws one of its tests.
+pytestmark = pytest.mark.xdist_group("train_families")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.py"
 BATCH = 4
