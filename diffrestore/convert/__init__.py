@@ -28,6 +28,7 @@ def load_lightning_checkpoint(path):
     if hparams is None:
         raise CheckpointError(f"{path}: no hyper_parameters; is this a Lightning checkpoint of sgmse or StoRM?")
     hparams = dict(hparams) if isinstance(hparams, Mapping) else dict(vars(hparams))
+    # The file is read once (a published checkpoint is hundreds of MB); the loaders take its contents.
     if storm.is_storm_checkpoint(hparams):
-        return storm.load_storm_model(path)
-    return sgmse.load_sgmse_checkpoint(path)
+        return storm.load_storm_model(path, ckpt)
+    return sgmse.load_sgmse_checkpoint(path, ckpt)

@@ -179,12 +179,13 @@ def _network_state_dicts(ckpt: Mapping, source: str, parameter_names=None):
     return raw, ema
 
 
-def load_sgmse_checkpoint(path):
-    """Reads an sgmse `.ckpt`: returns (config, params, ema_params) as Flax parameter trees."""
+def load_sgmse_checkpoint(path, ckpt=None):
+    """Reads an sgmse `.ckpt`: returns (config, params, ema_params) as Flax parameter trees.
+    ckpt: the file's contents when the caller has read them already (`load_torch_checkpoint`)."""
     from diffrestore.models import params_from_torch
 
     path = pathlib.Path(path)
-    ckpt = load_torch_checkpoint(path)
+    ckpt = load_torch_checkpoint(path) if ckpt is None else ckpt
     if not isinstance(ckpt, Mapping) or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{path}: no hyper_parameters; is this a Lightning checkpoint of sgmse?")
     hparams = ckpt["hyper_parameters"]

@@ -228,8 +228,9 @@ def _ema_state_dicts(ckpt: Mapping, names: Mapping[str, list[str]], raw: Mapping
     return ema
 
 
-def load_storm_checkpoint(path) -> tuple[dict, dict, dict]:
-    """Reads a StoRM `StochasticRegenerationModel` `.ckpt` (no PyTorch, nothing executed).
+def load_storm_checkpoint(path, ckpt=None) -> tuple[dict, dict, dict]:
+    """Reads a StoRM `StochasticRegenerationModel` `.ckpt` (no PyTorch, nothing executed);
+    ckpt: the file's contents when the caller has read them already.
 
     Args:
       path: the Lightning checkpoint.
@@ -252,7 +253,7 @@ def load_storm_checkpoint(path) -> tuple[dict, dict, dict]:
 
     path = pathlib.Path(path)
     source = str(path)
-    ckpt = load_torch_checkpoint(path)
+    ckpt = load_torch_checkpoint(path) if ckpt is None else ckpt
     if not isinstance(ckpt, Mapping) or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{source}: no hyper_parameters; is this a Lightning checkpoint of StoRM?")
     hparams = ckpt["hyper_parameters"]
@@ -338,10 +339,10 @@ def config_from_storm_hparams(hparams: Mapping, source: str = "checkpoint"):
     return config
 
 
-def load_storm_model(path):
+def load_storm_model(path, ckpt=None):
     """(config, params, ema_params) of a StoRM `.ckpt`, the parameter trees shaped as
     `models.storm.StochasticRegeneration`'s ({"denoiser": ..., "score": ...})."""
-    hparams, params, ema_params = load_storm_checkpoint(path)
+    hparams, params, ema_params = load_storm_checkpoint(path, ckpt)
     return config_from_storm_hparams(hparams, str(path)), params, ema_params
 
 
